@@ -1,0 +1,127 @@
+"""The background drainer: one detached process per plugin folder that empties the queue.
+
+The hook side (:func:`ensure_running`) is stdlib only and costs a lock probe plus, when no drainer
+runs, one fork: Stash waits for every hook process, and for any child holding its stdout/stderr,
+so the drainer gets a new session and ``/dev/null`` for stdout/stderr
+(reference/stash-plugin-protocol.md §3). Its ``server_connection`` arrives on a pipe as its stdin,
+so the session cookie is never written to disk.
+
+One drainer at a time: it holds ``drainer.lock`` (an fcntl lock the kernel drops if it dies). When
+no job is queued it releases the lock, looks once more (a hook may have queued a job meanwhile and
+seen the lock still held), and exits. While jobs wait for a later attempt it sleeps at most
+:data:`POLL` seconds between looks, so a new hook's job starts within that time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from lib.lock import FileLock
+
+POLL = 1.0            # seconds between queue looks while jobs wait
+SETTINGS_TTL = 60.0   # seconds before the settings are read from Stash again
+CONNECT_RETRY = (5.0, 60.0)  # seconds: first and longest wait to reach Plex again
+ENTRY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plexsync.py")
+
+
+def lock_path(data_dir: str) -> str:
+    return os.path.join(data_dir, "drainer.lock")
+
+
+def ensure_running(data_dir: str, server_connection: dict) -> bool:
+    """Start a detached drainer unless one holds the lock. Returns True when one was started."""
+    if FileLock(lock_path(data_dir)).held_elsewhere():
+        return False
+    payload = json.dumps({"server_connection": server_connection}).encode()
+    argv = [sys.executable, ENTRY, "--drain"]
+    if os.name == "posix":
+        read_end, write_end = os.pipe()
+        if os.fork() == 0:  # child: become the drainer
+            try:
+                os.setsid()
+                devnull = os.open(os.devnull, os.O_RDWR)
+                os.dup2(read_end, 0)
+                os.dup2(devnull, 1)
+                os.dup2(devnull, 2)
+                os.execv(sys.executable, argv)
+            finally:
+                os._exit(127)
+        os.close(read_end)
+        os.write(write_end, payload)  # far below the pipe buffer: never blocks
+        os.close(write_end)
+    else:
+        import subprocess
+
+        flags = getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, creationflags=flags, close_fds=True)
+        proc.stdin.write(payload)
+        proc.stdin.close()
+    return True
+
+
+def run(data_dir: str, server_connection: dict, queue) -> str:
+    """The drainer's main loop; returns why it stopped ("idle", "busy", or a halt reason).
+
+    A halt (bad Plex token, bad settings, Stash gone) is stored as ``halt_reason`` in the queue's
+    meta table, where hooks and Queue Status show it; the jobs stay queued.
+    """
+    from lib import log
+    from lib.errors import classify
+    from lib.plex import PlexConfigError
+    from lib.settings import PLUGIN_ID, SettingsError
+    from lib.stash import StashClient, StashError
+    from lib.sync import Halt, open_syncer
+
+    lock = FileLock(lock_path(data_dir))
+    if not lock.acquire(blocking=False):
+        return "busy"
+    log.info(f"drainer {os.getpid()} started")
+    queue.release_dead_claims()
+    stash = StashClient(server_connection)
+    syncer = None
+    settings_read = 0.0
+    wait = CONNECT_RETRY[0]
+    while True:
+        try:
+            if syncer is None or time.monotonic() - settings_read > SETTINGS_TTL:
+                if syncer is None:
+                    stash.use_api_key()
+                raw = stash.plugin_settings(PLUGIN_ID)
+                if syncer is None or raw != syncer.raw_settings:
+                    syncer = open_syncer(stash, queue, raw)
+                    queue.set_meta("halt_reason", None)
+                settings_read = time.monotonic()
+            outcomes = syncer.run_batch()
+            wait = CONNECT_RETRY[0]
+        except (Halt, SettingsError, PlexConfigError, StashError) as exc:
+            return _halt(queue, str(exc))
+        except Exception as exc:  # connecting to Plex failed
+            failure = classify(exc)
+            if failure.kind != "transient":
+                return _halt(queue, failure.message)
+            log.warning(f"{failure.message}; trying again in {wait:.0f} s")
+            syncer = None
+            time.sleep(wait)
+            wait = min(wait * 2, CONNECT_RETRY[1])
+            continue
+        if outcomes:
+            continue
+        due = queue.next_due()
+        if due is None:
+            lock.release()
+            if queue.next_due() is not None and lock.acquire(blocking=False):
+                continue
+            log.info(f"drainer {os.getpid()} idle, exiting")
+            return "idle"
+        time.sleep(min(max(due - time.time(), 0.05), POLL))
+
+
+def _halt(queue, reason: str) -> str:
+    from lib import log
+
+    queue.set_meta("halt_reason", reason)
+    log.error(f"sync stopped, jobs wait: {reason}")
+    return reason

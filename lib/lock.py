@@ -1,0 +1,88 @@
+"""Inter-process file locks.
+
+Stash runs hook processes concurrently across triggers and never serialises them
+(reference/stash-plugin-protocol.md §7), and it kills a cancelled task with SIGKILL. So shared state
+is guarded by an OS file lock, which the kernel releases when its holder dies.
+
+``fcntl`` exists only on POSIX; on Windows ``msvcrt.locking`` stands in. Importing this module never
+fails on a platform that has neither: locks then degrade to no-ops.
+"""
+from __future__ import annotations
+
+import os
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+try:
+    import msvcrt
+except ImportError:  # POSIX
+    msvcrt = None
+
+HAVE_LOCKS = fcntl is not None or msvcrt is not None
+
+
+class FileLock:
+    """An exclusive lock on the file ``path``, held until :meth:`release` or process death.
+
+    ``acquire(blocking=False)`` returns False at once when another process holds the lock.
+    Usable as a context manager (blocking).
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the lock; return True when held. Raises OSError only for an unusable lock file."""
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if fcntl is not None:
+                flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+                fcntl.flock(fd, flags)
+            elif msvcrt is not None:
+                mode = msvcrt.LK_LOCK if blocking else msvcrt.LK_NBLCK
+                while True:
+                    try:
+                        msvcrt.locking(fd, mode, 1)
+                        break
+                    except OSError:
+                        if not blocking:
+                            raise
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Give the lock up (no-op when not held)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            elif msvcrt is not None:
+                os.lseek(fd, 0, os.SEEK_SET)
+                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        finally:
+            os.close(fd)
+
+    def held_elsewhere(self) -> bool:
+        """True when another process holds the lock right now (a cheap probe: lock, then unlock)."""
+        if self.acquire(blocking=False):
+            self.release()
+            return False
+        return True
+
+    def __enter__(self) -> "FileLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+

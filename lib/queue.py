@@ -1,0 +1,329 @@
+"""The durable job queue: one SQLite file in the data folder, stdlib ``sqlite3`` only.
+
+Shape (after huey's storage): a narrow set of verbs (``enqueue``, ``claim``, ``complete``, ``retry``,
+``dead``, ``release``) and one :meth:`Queue.db` context manager that owns every transaction.
+
+- **One row per scene** in ``jobs`` (``scene_id`` is the primary key). ``enqueue`` is an indexed upsert,
+  so it costs the same with 100,000 queued jobs as with none. A newer event for a queued scene bumps the
+  row's ``generation`` and makes it due now; it never adds a second row.
+- A job holds only the scene id: the drainer reads the scene from Stash when it processes the job, so a
+  later edit is never overwritten by an older snapshot.
+- ``claim`` leases jobs to one worker (``host:pid``) for ``lease`` seconds. A job whose claimer died is
+  claimable again once the lease ran out, or at once when the claimer is a dead process on this host.
+- ``complete`` deletes the row only if its generation is still the one processed (nothing newer
+  arrived); otherwise the row goes back to pending. So finished jobs never pile up, and a job is gone
+  only after Plex confirmed the edit.
+- ``scene_state`` remembers per scene what was last pushed (ratingKey, poster hash, values), which is
+  what makes a no-change sync cost one read. ``unmatched`` lists scenes that could not be matched to a
+  Plex item, ``dead_letters`` the dead letter queue, ``meta`` small facts (last successful sync...).
+
+WAL mode and a busy timeout let hook processes, the drainer and tasks use the file at once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from typing import Iterable, Iterator, NamedTuple
+
+SCHEMA_VERSION = 1
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS jobs (
+        scene_id INTEGER PRIMARY KEY,
+        generation INTEGER NOT NULL DEFAULT 1,
+        source TEXT NOT NULL,
+        enqueued_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        next_attempt_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        not_found_since REAL,
+        claimed_by TEXT,
+        lease_until REAL,
+        error_class TEXT,
+        last_error TEXT)""",
+    "CREATE INDEX IF NOT EXISTS jobs_due ON jobs(next_attempt_at)",
+    """CREATE TABLE IF NOT EXISTS dead_letters (
+        scene_id INTEGER PRIMARY KEY,
+        reason TEXT NOT NULL,
+        error_class TEXT,
+        last_error TEXT,
+        attempts INTEGER NOT NULL,
+        enqueued_at REAL NOT NULL,
+        failed_at REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS scene_state (
+        scene_id INTEGER PRIMARY KEY,
+        rating_key TEXT,
+        section_id INTEGER,
+        plex_file TEXT,
+        poster_sha TEXT,
+        art_sha TEXT,
+        pushed TEXT,
+        stash_updated_at TEXT,
+        synced_at REAL)""",
+    """CREATE TABLE IF NOT EXISTS unmatched (
+        scene_id INTEGER PRIMARY KEY,
+        reason TEXT NOT NULL,
+        path TEXT,
+        detail TEXT,
+        seen_at REAL NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
+]
+BUSY_TIMEOUT = 30.0  # seconds a writer waits for another writer before "database is locked"
+
+
+class Job(NamedTuple):
+    scene_id: int
+    generation: int
+    source: str
+    enqueued_at: float
+    attempts: int
+    not_found_since: float | None
+
+
+def worker_id() -> str:
+    """This process's claim token, ``<host>:<pid>``."""
+    return f"{_host()}:{os.getpid()}"
+
+
+def _host() -> str:
+    return os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "host")
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would terminate the process on Windows; rely on the lease
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Queue:
+    """The queue database at ``path`` (created with its folder on first use).
+
+    Raises ``sqlite3.DatabaseError`` when the file is not a usable SQLite database.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        if self._conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            with self.db():
+                for ddl in SCHEMA:
+                    self._conn.execute(ddl)
+                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def db(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error)."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def enqueue(self, scene_ids: Iterable[int], source: str, now: float | None = None) -> int:
+        """Queue each scene (one row per scene; a queued scene is refreshed and made due now).
+
+        Returns how many scene ids were given.
+        """
+        now = time.time() if now is None else now
+        rows = [(int(s), source, now, now, now) for s in scene_ids]
+        with self.db() as conn:
+            conn.executemany(
+                "INSERT INTO jobs(scene_id, source, enqueued_at, updated_at, next_attempt_at)"
+                " VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(scene_id) DO UPDATE SET generation = generation + 1,"
+                " source = excluded.source, updated_at = excluded.updated_at,"
+                " next_attempt_at = excluded.next_attempt_at, attempts = 0",
+                rows)
+        return len(rows)
+
+    def claim(self, limit: int, lease: float, worker: str, now: float | None = None) -> list[Job]:
+        """Lease up to ``limit`` due jobs to ``worker`` for ``lease`` seconds, oldest due first."""
+        now = time.time() if now is None else now
+        with self.db() as conn:
+            rows = conn.execute(
+                "SELECT scene_id, generation, source, enqueued_at, attempts, not_found_since"
+                " FROM jobs WHERE next_attempt_at <= ? AND (claimed_by IS NULL OR lease_until < ?)"
+                " ORDER BY next_attempt_at LIMIT ?", (now, now, limit)).fetchall()
+            conn.executemany("UPDATE jobs SET claimed_by = ?, lease_until = ? WHERE scene_id = ?",
+                             [(worker, now + lease, r[0]) for r in rows])
+        return [Job(*r) for r in rows]
+
+    def complete(self, job: Job, worker: str) -> bool:
+        """Finish a job Plex confirmed. Returns False when a newer event arrived meanwhile: the
+        row then stays, pending and due, to be processed again."""
+        with self.db() as conn:
+            gone = conn.execute("DELETE FROM jobs WHERE scene_id = ? AND generation = ? AND claimed_by = ?",
+                                (job.scene_id, job.generation, worker)).rowcount
+            if not gone:
+                conn.execute("UPDATE jobs SET claimed_by = NULL, lease_until = NULL, attempts = 0,"
+                             " not_found_since = NULL WHERE scene_id = ? AND claimed_by = ?",
+                             (job.scene_id, worker))
+        return bool(gone)
+
+    def retry(self, job: Job, worker: str, delay: float, error_class: str, error: str,
+              attempts: int, not_found_since: float | None = None, now: float | None = None) -> None:
+        """Put a claimed job back to wait ``delay`` seconds (due at once if a newer event arrived)."""
+        now = time.time() if now is None else now
+        with self.db() as conn:
+            conn.execute(
+                "UPDATE jobs SET claimed_by = NULL, lease_until = NULL, attempts = ?,"
+                " next_attempt_at = CASE WHEN generation = ? THEN ? ELSE ? END,"
+                " error_class = ?, last_error = ?, not_found_since = ?"
+                " WHERE scene_id = ? AND claimed_by = ?",
+                (attempts, job.generation, now + delay, now, error_class, error[:2000],
+                 not_found_since, job.scene_id, worker))
+
+    def dead(self, job: Job, worker: str, reason: str, error_class: str, error: str,
+             attempts: int, now: float | None = None) -> None:
+        """Move a claimed job to the dead letter queue (unless a newer event arrived for it)."""
+        now = time.time() if now is None else now
+        with self.db() as conn:
+            gone = conn.execute("DELETE FROM jobs WHERE scene_id = ? AND generation = ? AND claimed_by = ?",
+                                (job.scene_id, job.generation, worker)).rowcount
+            if gone:
+                conn.execute(
+                    "INSERT OR REPLACE INTO dead_letters(scene_id, reason, error_class, last_error,"
+                    " attempts, enqueued_at, failed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (job.scene_id, reason, error_class, error[:2000], attempts, job.enqueued_at, now))
+            else:
+                conn.execute("UPDATE jobs SET claimed_by = NULL, lease_until = NULL, attempts = 0"
+                             " WHERE scene_id = ? AND claimed_by = ?", (job.scene_id, worker))
+
+    def release(self, worker: str, scene_ids: Iterable[int] | None = None) -> int:
+        """Give claimed jobs back without spending an attempt (all of ``worker``'s, or those ids)."""
+        with self.db() as conn:
+            if scene_ids is None:
+                return conn.execute("UPDATE jobs SET claimed_by = NULL, lease_until = NULL"
+                                    " WHERE claimed_by = ?", (worker,)).rowcount
+            return sum(conn.execute("UPDATE jobs SET claimed_by = NULL, lease_until = NULL"
+                                    " WHERE claimed_by = ? AND scene_id = ?", (worker, int(s))).rowcount
+                       for s in scene_ids)
+
+    def release_dead_claims(self) -> int:
+        """Release jobs claimed by processes of this host that no longer exist (e.g. SIGKILLed)."""
+        host = _host()
+        dead = []
+        for (claimer,) in self._conn.execute("SELECT DISTINCT claimed_by FROM jobs WHERE claimed_by IS NOT NULL"):
+            name, _, pid = claimer.rpartition(":")
+            if name == host and pid.isdigit() and not _pid_alive(int(pid)):
+                dead.append(claimer)
+        return sum(self.release(c) for c in dead)
+
+    def clear_pending(self) -> int:
+        """Delete every job not claimed right now; returns how many."""
+        with self.db() as conn:
+            return conn.execute("DELETE FROM jobs WHERE claimed_by IS NULL OR lease_until < ?",
+                                (time.time(),)).rowcount
+
+    def next_due(self) -> float | None:
+        """When the earliest unclaimed job is due (epoch seconds), or None when none is queued."""
+        row = self._conn.execute(
+            "SELECT MIN(next_attempt_at) FROM jobs WHERE claimed_by IS NULL OR lease_until < ?",
+            (time.time(),)).fetchone()
+        return row[0]
+
+    def counts(self, now: float | None = None) -> dict:
+        """Queue figures: ``due``, ``waiting`` (retry later), ``claimed``, ``dead_letters``,
+        ``unmatched`` (counts) and ``oldest_enqueued_at`` (epoch seconds or None)."""
+        now = time.time() if now is None else now
+        due, waiting, claimed, oldest = self._conn.execute(
+            "SELECT COALESCE(SUM(free AND next_attempt_at <= ?), 0), COALESCE(SUM(free AND next_attempt_at > ?), 0),"
+            " COALESCE(SUM(NOT free), 0), MIN(enqueued_at) FROM (SELECT *,"
+            " (claimed_by IS NULL OR lease_until < ?) AS free FROM jobs)", (now, now, now)).fetchone()
+        dead = self._conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        unmatched = self._conn.execute("SELECT COUNT(*) FROM unmatched").fetchone()[0]
+        return {"due": due, "waiting": waiting, "claimed": claimed, "dead_letters": dead,
+                "unmatched": unmatched, "oldest_enqueued_at": oldest}
+
+    def waiting_jobs(self, limit: int = 20) -> list[tuple]:
+        """Jobs waiting for a later attempt: (scene_id, next_attempt_at, error_class, last_error)."""
+        return self._conn.execute(
+            "SELECT scene_id, next_attempt_at, error_class, last_error FROM jobs"
+            " WHERE next_attempt_at > ? ORDER BY next_attempt_at LIMIT ?", (time.time(), limit)).fetchall()
+
+    # -- per-scene state ------------------------------------------------------------------------
+
+    def scene_state(self, scene_ids: Iterable[int]) -> dict[int, dict]:
+        """What was last pushed for these scenes: scene_id -> {rating_key, section_id, plex_file,
+        poster_sha, art_sha, pushed (dict), stash_updated_at, synced_at}."""
+        ids = [int(s) for s in scene_ids]
+        out = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            cur = self._conn.execute(
+                "SELECT scene_id, rating_key, section_id, plex_file, poster_sha, art_sha, pushed,"
+                f" stash_updated_at, synced_at FROM scene_state WHERE scene_id IN ({','.join('?' * len(chunk))})",
+                chunk)
+            for row in cur:
+                state = dict(zip(("scene_id", "rating_key", "section_id", "plex_file", "poster_sha",
+                                  "art_sha", "pushed", "stash_updated_at", "synced_at"), row))
+                state["pushed"] = json.loads(state["pushed"] or "{}")
+                out[row[0]] = state
+        return out
+
+    def save_scene_state(self, scene_id: int, rating_key: str, section_id: int, plex_file: str,
+                         poster_sha: str | None, art_sha: str | None, pushed: dict,
+                         stash_updated_at: str | None, now: float | None = None) -> None:
+        """Record a confirmed push (and clear the scene from ``unmatched``)."""
+        now = time.time() if now is None else now
+        with self.db() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO scene_state(scene_id, rating_key, section_id, plex_file, poster_sha,"
+                " art_sha, pushed, stash_updated_at, synced_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (scene_id, rating_key, section_id, plex_file, poster_sha, art_sha,
+                 json.dumps(pushed, ensure_ascii=False, sort_keys=True), stash_updated_at, now))
+            conn.execute("DELETE FROM unmatched WHERE scene_id = ?", (scene_id,))
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_success_at', ?)", (str(now),))
+
+    def forget_scene(self, scene_id: int) -> None:
+        """Drop what is remembered of a scene (its Plex item is gone or no longer matches)."""
+        with self.db() as conn:
+            conn.execute("DELETE FROM scene_state WHERE scene_id = ?", (scene_id,))
+
+    def mark_unmatched(self, scene_id: int, reason: str, path: str | None, detail: str = "") -> None:
+        """Record why a scene has no Plex item (reasons: see lib/sync.py)."""
+        with self.db() as conn:
+            conn.execute("INSERT OR REPLACE INTO unmatched(scene_id, reason, path, detail, seen_at)"
+                         " VALUES (?, ?, ?, ?, ?)", (scene_id, reason, path, detail[:2000], time.time()))
+
+    def clear_unmatched(self, scene_id: int) -> None:
+        with self.db() as conn:
+            conn.execute("DELETE FROM unmatched WHERE scene_id = ?", (scene_id,))
+
+    def unmatched(self, limit: int = 50) -> list[tuple]:
+        """Unmatched scenes, newest first: (scene_id, reason, path, detail, seen_at)."""
+        return self._conn.execute("SELECT scene_id, reason, path, detail, seen_at FROM unmatched"
+                                  " ORDER BY seen_at DESC LIMIT ?", (limit,)).fetchall()
+
+    # -- meta -----------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Store (or, with None, delete) a small fact such as ``halt_reason``."""
+        with self.db() as conn:
+            if value is None:
+                conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))

@@ -1,0 +1,210 @@
+"""Stash's GraphQL API and image routes, through ``requests``.
+
+Connection facts (reference/stash-plugin-protocol.md §2, §6, §11):
+- ``server_connection`` gives the bind address: ``Host`` ``0.0.0.0`` or empty means 127.0.0.1,
+  ``::`` means ::1. ``Scheme`` is ``https`` when Stash has TLS, often self-signed, so certificate
+  checks are skipped for loopback only.
+- Auth is the ``session`` cookie from ``SessionCookie``. It expires after ``max_session_age``
+  (default 3600 s), so long runs also read ``configuration { general { apiKey } }`` once and send the
+  ``ApiKey`` header; both are sent (the cookie keeps Stash's hook recursion guard working).
+- No auth when required: GraphQL answers 401 with an empty body; image routes answer 302 to /login.
+- Validation errors come back as HTTP 422, resolver errors as 200 with ``errors``.
+
+Every query this module sends is a module constant, validated against the real schema by the tests.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import requests
+
+from lib import log
+
+SCENE_FIELDS = """fragment SceneSync on Scene {
+  id title code details date updated_at created_at urls rating100 organized
+  studio { id name parent_studio { name } image_path }
+  performers { id name gender image_path }
+  tags { id name }
+  files { id path basename duration size width height }
+  paths { screenshot preview stream }
+}"""
+FIND_SCENES_BY_IDS = """query FindScenesByIds($ids: [ID!], $perPage: Int!) {
+  findScenes(ids: $ids, filter: {per_page: $perPage}) { count scenes { ...SceneSync } }
+}
+""" + SCENE_FIELDS
+SCENE_IDS_PAGE = """query SceneIdsPage($page: Int!, $perPage: Int!) {
+  findScenes(filter: {page: $page, per_page: $perPage, sort: "id", direction: ASC}) { count scenes { id } }
+}"""
+SCENE_IDS_UPDATED_SINCE = """query SceneIdsUpdatedSince($since: String!, $page: Int!, $perPage: Int!) {
+  findScenes(
+    filter: {page: $page, per_page: $perPage, sort: "id", direction: ASC}
+    scene_filter: {updated_at: {value: $since, modifier: GREATER_THAN}}
+  ) { count scenes { id } }
+}"""
+LATEST_UPDATED_AT = """query LatestUpdatedAt {
+  findScenes(filter: {per_page: 1, sort: "updated_at", direction: DESC}) { scenes { updated_at } }
+}"""
+PLUGIN_SETTINGS = """query PluginSettings($ids: [ID!]) { configuration { plugins(include: $ids) } }"""
+API_KEY = """query ApiKey { configuration { general { apiKey } } }"""
+QUERIES = [FIND_SCENES_BY_IDS, SCENE_IDS_PAGE, SCENE_IDS_UPDATED_SINCE, LATEST_UPDATED_AT,
+           PLUGIN_SETTINGS, API_KEY]
+
+MAX_IMAGE_BYTES = 25 * 1024 * 1024
+_IMAGE_MAGIC = [(b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
+                (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif")]
+
+
+class StashError(Exception):
+    """Stash could not answer: unreachable, HTTP error, or GraphQL errors. ``status`` is the HTTP
+    status (None when unreachable); ``transient`` tells whether a later try may succeed."""
+
+    def __init__(self, message: str, status: int | None = None, transient: bool = True):
+        super().__init__(log.redact(message))
+        self.status = status
+        self.transient = transient
+
+
+class StashAuthError(StashError):
+    """Stash refused our credentials (401): the session cookie expired and no API key is set."""
+
+
+def image_type(data: bytes) -> str | None:
+    """The MIME type of JPEG, PNG, GIF or WebP bytes, judged by their magic bytes, else None.
+
+    Used so a video (Stash's ``paths.preview`` is an MP4) or an HTML login page is never uploaded
+    to Plex as an image.
+    """
+    for magic, mime in _IMAGE_MAGIC:
+        if data.startswith(magic):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def base_url(conn: dict) -> str:
+    """``scheme://host:port`` of Stash from a ``server_connection`` object (bind host mapped)."""
+    scheme = str(conn.get("Scheme") or "http")
+    host = str(conn.get("Host") or "")
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    port = conn.get("Port") or (443 if scheme == "https" else 9999)
+    return f"{scheme}://{host}:{int(port)}"
+
+
+class StashClient:
+    """GraphQL and image access to the Stash that started the plugin.
+
+    ``timeout`` is (connect, read) seconds. Methods raise :class:`StashError` /
+    :class:`StashAuthError`.
+    """
+
+    def __init__(self, conn: dict, timeout: tuple = (5.0, 60.0)):
+        self.url = base_url(conn)
+        self.timeout = timeout
+        self.session = requests.Session()
+        host = self.url.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
+        self.session.verify = host not in ("127.0.0.1", "::1", "localhost")
+        cookie = conn.get("SessionCookie") or {}
+        if cookie.get("Value"):
+            log.add_secret(cookie["Value"])
+            self.session.cookies.set(cookie.get("Name") or "session", cookie["Value"])
+
+    def use_api_key(self) -> bool:
+        """Read Stash's API key with the cookie and send it from now on (cookies expire after an
+        hour). Returns False when the user never generated a key."""
+        key = (self.call(API_KEY).get("configuration") or {}).get("general", {}).get("apiKey") or ""
+        if key:
+            log.add_secret(key)
+            self.session.headers["ApiKey"] = key
+        return bool(key)
+
+    def call(self, query: str, variables: dict | None = None) -> dict:
+        """Run one GraphQL document; returns ``data``. Raises StashError on any error."""
+        try:
+            resp = self.session.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}},
+                                     timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise StashError(f"Stash is unreachable at {self.url}: {type(exc).__name__}") from None
+        if resp.status_code == 401:
+            raise StashAuthError("Stash refused the plugin's credentials (HTTP 401): the session expired "
+                                 "and Stash has no API key; the next hook or task restarts the sync", 401)
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise StashError(f"Stash answered HTTP {resp.status_code} without GraphQL JSON", resp.status_code,
+                             transient=resp.status_code >= 500 or resp.status_code == 429)
+        if body.get("errors"):
+            first = body["errors"][0]
+            message = first.get("message") if isinstance(first, dict) else str(first)
+            raise StashError(f"Stash GraphQL error: {message}", resp.status_code,
+                             transient=resp.status_code >= 500)
+        return body.get("data") or {}
+
+    def plugin_settings(self, plugin_id: str) -> dict:
+        """The values the user set for ``plugin_id`` (``{}`` when none were ever saved)."""
+        plugins = (self.call(PLUGIN_SETTINGS, {"ids": [plugin_id]}).get("configuration") or {}).get("plugins") or {}
+        value = plugins.get(plugin_id)
+        return value if isinstance(value, dict) else {}
+
+    def find_scenes(self, ids: list) -> dict[str, dict]:
+        """Scenes by id, read now (``SceneSync`` fields): id -> scene. Unknown ids are absent."""
+        if not ids:
+            return {}
+        data = self.call(FIND_SCENES_BY_IDS, {"ids": [str(i) for i in ids], "perPage": -1})
+        return {s["id"]: s for s in data["findScenes"]["scenes"]}
+
+    def scene_ids(self, since: str | None = None, page_size: int = 1000) -> Iterator[str]:
+        """Every scene id in id order, or those with ``updated_at`` later than ``since`` (a string
+        compared as Stash stores it, see :meth:`latest_updated_at`). Pages of ``page_size``."""
+        page = 1
+        while True:
+            if since is None:
+                data = self.call(SCENE_IDS_PAGE, {"page": page, "perPage": page_size})
+            else:
+                data = self.call(SCENE_IDS_UPDATED_SINCE, {"since": since, "page": page, "perPage": page_size})
+            scenes = data["findScenes"]["scenes"]
+            for scene in scenes:
+                yield scene["id"]
+            if len(scenes) < page_size:
+                return
+            page += 1
+
+    def latest_updated_at(self) -> str | None:
+        """The newest scene ``updated_at`` as Stash stores it (RFC3339 in the server's local offset,
+        e.g. ``2025-06-01T12:34:56+10:00``), or None for an empty library. Stash compares
+        ``updated_at`` filters as strings (§10.2), so cut-offs must be written in this offset."""
+        scenes = self.call(LATEST_UPDATED_AT)["findScenes"]["scenes"]
+        return scenes[0]["updated_at"] if scenes else None
+
+    def fetch_image(self, url: str) -> bytes | None:
+        """Download an image from Stash with our credentials.
+
+        Returns the bytes, or None when the answer is not an image (a login redirect, a video, an
+        empty body, more than 25 MiB). Only the path of ``url`` is used: the request always
+        goes to this Stash. Raises StashError when Stash is unreachable.
+        """
+        parts = urlsplit(url or "")
+        if not parts.path.startswith("/"):
+            return None
+        # Stash builds image URLs from its external_host or our request's Host header: always ask
+        # the Stash we talk to, so credentials never go to another host.
+        url = self.url + parts.path + (f"?{parts.query}" if parts.query else "")
+        try:
+            resp = self.session.get(url, timeout=self.timeout, allow_redirects=False, stream=True)
+            data = resp.raw.read(MAX_IMAGE_BYTES + 1, decode_content=True) if resp.status_code == 200 else b""
+            resp.close()
+        except requests.RequestException as exc:
+            raise StashError(f"Stash is unreachable at {self.url}: {type(exc).__name__}") from None
+        if resp.status_code == 401 or (resp.status_code == 302 and "/login" in resp.headers.get("Location", "")):
+            raise StashAuthError("Stash refused the plugin's credentials for an image", resp.status_code)
+        if len(data) > MAX_IMAGE_BYTES or not resp.headers.get("Content-Type", "").startswith("image/"):
+            return None
+        return data if image_type(data) else None

@@ -1,0 +1,247 @@
+"""Processing queued scenes: read the scene from Stash now, find its Plex item, push one edit.
+
+Data flows one way: Stash scene -> desired Plex state (lib/fields.py) -> diff against the item's
+detail view -> one batched, locked edit (plus poster/background uploads when their bytes changed).
+
+Outcomes of a job (``Outcome.result``):
+``synced`` (Plex changed), ``unchanged`` (Plex already right: one read), ``unmatched`` (recorded in
+the unmatched list: weak/ambiguous match, no file, bad path rule, or not in a partial library),
+``waiting`` (Plex has not indexed the file yet: retried), ``retry`` (temporary failure), ``dead``
+(dead letter queue), ``deleted`` (the scene is gone from Stash).
+
+Retry timing:
+- temporary failures: full-jitter exponential backoff, ``uniform(0, min(RETRY_CAP, RETRY_BASE * 2**n))``
+  seconds after the n-th failure, up to ``max_retries`` attempts, then the dead letter queue;
+- a file Plex has not indexed yet: retried after as long again as it has been waiting (30 s, 1, 2,
+  4, 8 min, then every 15 min) until ``plex_scan_wait_hours`` passed, then the dead letter queue.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from typing import NamedTuple
+
+from lib import log
+from lib.errors import classify
+from lib.fields import current_state, desired_state, plan_edit
+from lib.matcher import find_item
+from lib.paths import PathRuleError
+from lib.plex import Plex
+from lib.queue import Job, Queue, worker_id
+from lib.settings import PLUGIN_ID, load
+from lib.stash import StashClient, StashError
+
+BATCH = 25            # jobs claimed (and scenes read from Stash) at once
+LEASE = 300.0         # seconds a claimed job belongs to its worker
+RETRY_BASE = 5.0      # seconds
+RETRY_CAP = 600.0     # seconds
+SCAN_FIRST = 30.0     # seconds before the first re-check of a file Plex has not indexed
+SCAN_CAP = 900.0      # seconds between later re-checks
+
+
+class Halt(Exception):
+    """Processing must stop and the jobs wait: Plex refused the token, Stash refused our
+    credentials or is unreachable. The message is one line for the user."""
+
+
+class Outcome(NamedTuple):
+    scene_id: int
+    result: str
+    detail: str = ""
+
+
+def open_syncer(stash: StashClient, queue: Queue, raw: dict | None = None) -> "Syncer":
+    """Validate the plugin settings (``raw``, else read from Stash) and connect to Plex.
+
+    Raises ``lib.settings.SettingsError`` for unusable settings, :class:`Halt` when Plex refuses the
+    token, ``lib.plex.PlexConfigError`` for an unknown library, requests' exceptions when Plex is
+    unreachable, ``lib.stash.StashError`` when Stash is.
+    """
+    from plexapi.exceptions import Unauthorized
+
+    raw = stash.plugin_settings(PLUGIN_ID) if raw is None else raw
+    log.add_secret(raw.get("plex_token"))
+    settings = load(raw)
+    try:
+        plex = Plex(settings["plex_url"], settings["plex_token"], settings.libraries,
+                    (settings["plex_connect_timeout"], settings["plex_read_timeout"]))
+    except Unauthorized as exc:
+        raise Halt(classify(exc).message) from None
+    syncer = Syncer(settings, stash, plex, queue)
+    syncer.raw_settings = raw
+    return syncer
+
+
+class Syncer:
+    """Applies queued jobs with one settings snapshot, one Stash client and one Plex connection.
+    ``raw_settings`` keeps the values Stash gave, to notice when the user changes them."""
+
+    raw_settings: dict = {}
+
+    def __init__(self, settings, stash: StashClient, plex: Plex, queue: Queue, worker: str | None = None):
+        self.settings = settings
+        self.stash = stash
+        self.plex = plex
+        self.queue = queue
+        self.worker = worker or worker_id()
+        self.mapper = settings.path_mapper
+
+    def run_batch(self, limit: int = BATCH) -> list[Outcome]:
+        """Claim up to ``limit`` due jobs and process them; ``[]`` when none is due.
+
+        Raises :class:`Halt` (after giving the unprocessed jobs back) when work cannot go on.
+        """
+        jobs = self.queue.claim(limit, LEASE, self.worker)
+        if not jobs:
+            return []
+        try:
+            scenes = self.stash.find_scenes([j.scene_id for j in jobs])
+        except StashError as exc:
+            self.queue.release(self.worker)
+            raise Halt(str(exc)) from None
+        outcomes = []
+        for job in jobs:
+            try:
+                outcomes.append(self.process(job, scenes.get(str(job.scene_id))))
+            except Halt:
+                self.queue.release(self.worker)
+                raise
+        return outcomes
+
+    def process(self, job: Job, scene: dict | None) -> Outcome:
+        """Bring Plex in line with ``scene`` (None: deleted in Stash); settles the job either way."""
+        try:
+            return self._sync(job, scene)
+        except Halt:
+            raise
+        except Exception as exc:  # classified, stored on the job; nothing escapes unrecorded
+            failure = classify(exc)
+            if failure.kind in ("auth", "stash_auth"):
+                raise Halt(failure.message) from None
+            attempts = job.attempts + 1
+            if failure.kind == "transient" and attempts <= self.settings["max_retries"]:
+                delay = random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2 ** attempts))
+                self.queue.retry(job, self.worker, delay, failure.kind, failure.message, attempts,
+                                 job.not_found_since)
+                log.warning(f"scene {job.scene_id}: {failure.message}; retry {attempts} of "
+                            f"{self.settings['max_retries']} in {delay:.0f} s")
+                return Outcome(job.scene_id, "retry", failure.message)
+            reason = "retries_exhausted" if failure.kind == "transient" else "permanent_error"
+            self.queue.dead(job, self.worker, reason, failure.kind, failure.message, attempts)
+            log.error(f"scene {job.scene_id}: {failure.message}; moved to the dead letter queue ({reason})")
+            return Outcome(job.scene_id, "dead", failure.message)
+
+    def _settle_unmatched(self, job: Job, reason: str, path: str | None, detail: str) -> Outcome:
+        self.queue.mark_unmatched(job.scene_id, reason, path, detail)
+        self.queue.complete(job, self.worker)
+        return Outcome(job.scene_id, "unmatched", f"{reason}: {detail or path}")
+
+    def _sync(self, job: Job, scene: dict | None) -> Outcome:
+        sid = job.scene_id
+        if scene is None:
+            self.queue.forget_scene(sid)
+            self.queue.clear_unmatched(sid)
+            self.queue.complete(job, self.worker)
+            return Outcome(sid, "deleted")
+        files = [f["path"] for f in scene.get("files") or [] if f.get("path")]
+        if not files:
+            return self._settle_unmatched(job, "no_file", None, "the scene has no file")
+        try:
+            mapped = [self.mapper.to_plex(p) for p in files]
+        except PathRuleError as exc:
+            log.warning(f"scene {sid}: {exc}")
+            return self._settle_unmatched(job, "path_map", files[0], str(exc))
+        state = self.queue.scene_state([sid]).get(sid) or {}
+        allow_weak = self.settings["allow_weak_match"]
+        match = find_item(self.plex, self.mapper, mapped, state.get("rating_key"), fetch_weak=allow_weak)
+        if match.confidence == "ambiguous" or (match.confidence == "weak" and not allow_weak):
+            log.warning(f"scene {sid}: {match.confidence} match for {mapped[0].path} not applied, review: "
+                        f"{match.detail}")
+            return self._settle_unmatched(job, match.confidence, mapped[0].path, match.detail)
+        if match.item is None:
+            return self._not_in_plex(job, mapped[0].path)
+        if match.confidence == "weak":
+            log.warning(f"scene {sid}: applying weak match (allow_weak_match): {match.detail}")
+        return self._push(job, scene, match.item, state)
+
+    def _not_in_plex(self, job: Job, path: str) -> Outcome:
+        settings = self.settings
+        if settings["partial_library"]:
+            return self._settle_unmatched(job, "not_in_plex", path, "Plex has no item for this file")
+        now = time.time()
+        since = job.not_found_since or now
+        waited = now - since
+        if waited >= settings["plex_scan_wait_hours"] * 3600:
+            message = f"Plex did not index {path} within {settings['plex_scan_wait_hours']:g} h"
+            self.queue.mark_unmatched(job.scene_id, "not_in_plex", path, message)
+            self.queue.dead(job, self.worker, "not_in_plex", "not_indexed", message, job.attempts)
+            log.error(f"scene {job.scene_id}: {message}; moved to the dead letter queue")
+            return Outcome(job.scene_id, "dead", message)
+        if job.not_found_since is None and settings["plex_request_scan"]:
+            self.plex.scan_folder(path)
+        delay = min(SCAN_CAP, max(SCAN_FIRST, waited))
+        self.queue.mark_unmatched(job.scene_id, "waiting_for_plex", path,
+                                  "Plex has not indexed this file yet")
+        self.queue.retry(job, self.worker, delay, "not_indexed", f"Plex has no item for {path} yet",
+                         job.attempts, since)
+        return Outcome(job.scene_id, "waiting", path)
+
+    def _push(self, job: Job, scene: dict, item, state: dict) -> Outcome:
+        settings = self.settings
+        rating_key = str(item.ratingKey)
+        same_item = state.get("rating_key") == rating_key
+        current, locked = current_state(item)
+        params, pushed = plan_edit(desired_state(scene, settings), current, locked,
+                                   state.get("pushed", {}) if same_item else {}, settings)
+        shas = {"poster": state.get("poster_sha") if same_item else None,
+                "art": state.get("art_sha") if same_item else None}
+        uploaded = False
+        wanted = [kind for kind, on in (("poster", settings["sync_poster"]), ("art", settings["sync_background"])) if on]
+        if wanted:
+            data = self.stash.fetch_image((scene.get("paths") or {}).get("screenshot") or "")
+            sha = hashlib.sha256(data).hexdigest() if data else None
+            for kind in wanted:
+                if sha and sha != shas[kind]:
+                    self.plex.upload(item, kind, data)
+                    shas[kind] = sha
+                    uploaded = True
+                lock_name = "thumb" if kind == "poster" else "art"
+                if settings["lock_fields"] and shas[kind] and lock_name not in locked:
+                    params[f"{lock_name}.locked"] = 1
+        if params:
+            item.edit(**params)
+        parts = [p.file for p in item.iterParts()]
+        self.queue.save_scene_state(job.scene_id, rating_key, int(item.librarySectionID),
+                                    parts[0] if parts else "", shas["poster"], shas["art"], pushed,
+                                    scene.get("updated_at"))
+        self.queue.complete(job, self.worker)
+        changed = bool(params) or uploaded
+        log.debug(f"scene {job.scene_id} -> ratingKey {rating_key}: "
+                  f"{'updated ' + ', '.join(sorted({k.split('.')[0].split('[')[0] for k in params})) if changed else 'unchanged'}")
+        return Outcome(job.scene_id, "synced" if changed else "unchanged", rating_key)
+
+
+def drain(syncer: Syncer, progress: bool = False) -> dict:
+    """Process due jobs in the foreground until none is due; returns counts by outcome and the
+    lists ``unmatched`` / ``dead`` of (scene_id, detail). Reports progress to Stash when asked
+    (at most every 0.5 s). Raises :class:`Halt`."""
+    totals: dict = {"unmatched": [], "dead": [], "waiting": []}
+    done = 0
+    last_report = 0.0
+    while True:
+        outcomes = syncer.run_batch()
+        if not outcomes:
+            break
+        for o in outcomes:
+            totals[o.result + "_count"] = totals.get(o.result + "_count", 0) + 1
+            if o.result in ("unmatched", "dead", "waiting"):
+                totals[o.result].append((o.scene_id, o.detail))
+        done += len(outcomes)
+        if progress and time.monotonic() - last_report > 0.5:
+            last_report = time.monotonic()
+            due = syncer.queue.counts()["due"]
+            log.progress(done / (done + due) if done + due else 1.0)
+    if progress:
+        log.progress(1.0)
+    return totals

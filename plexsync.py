@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""PlexSync, the Stash plugin: keeps Plex's metadata in step with Stash.
+
+Stash runs this file once per hook or task (raw interface, reference/stash-plugin-protocol.md §2-§4):
+one JSON object on stdin (``server_connection``, ``args``), log lines on stderr in Stash's framing,
+and exactly one JSON object ``{"output": ..., "error": ...}`` on stdout.
+
+- A hook (``args`` has ``hookContext``) only queues the scene id in SQLite and makes sure the
+  background drainer runs: no plexapi, no requests, no network.
+- A task (``args.mode``) runs in the foreground; see lib/tasks.py.
+- ``plexsync.py --drain`` is the detached background drainer the hook starts (lib/drainer.py).
+"""
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from lib import log  # noqa: E402  (after the path fix-up above)
+
+SCENE_HOOKS = ("Scene.Update.Post", "Scene.Create.Post")
+
+
+def respond(output=None, error=None) -> int:
+    """Write Stash's one stdout object and return the exit status."""
+    sys.stdout.write(json.dumps({"output": output, "error": log.redact(error) if error else None}))
+    sys.stdout.flush()
+    return 0
+
+
+def read_stdin() -> dict:
+    """The object Stash wrote on stdin. Raises ValueError with a one-line reason."""
+    text = sys.stdin.read()
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"stdin is not the JSON object Stash sends ({exc})") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("server_connection"), dict):
+        raise ValueError("stdin has no server_connection object; is this being run by Stash?")
+    if not isinstance(payload.get("args") or {}, dict):
+        raise ValueError("stdin args is not an object")
+    cookie = payload["server_connection"].get("SessionCookie") or {}
+    log.add_secret(cookie.get("Value") if isinstance(cookie, dict) else None)
+    return payload
+
+
+def open_queue(data_dir: str):
+    from lib.queue import Queue
+
+    return Queue(os.path.join(data_dir, "queue.db"))
+
+
+def hook(args: dict, conn: dict, data_dir: str) -> str:
+    """Queue the scene of a Scene hook and make sure the drainer runs. Nearly free by design."""
+    from lib import drainer
+
+    context = args.get("hookContext") or {}
+    kind = context.get("type")
+    if kind not in SCENE_HOOKS:
+        return f"ignored {kind}"
+    scene_id = context.get("id")
+    if isinstance(scene_id, bool) or not isinstance(scene_id, (int, str)) or not str(scene_id).isdigit():
+        raise ValueError(f"{kind} hook without a scene id (hookContext.id = {scene_id!r:.40})")
+    queue = open_queue(data_dir)
+    queue.enqueue([int(scene_id)], "hook")
+    halt = queue.get_meta("halt_reason")
+    if halt:
+        log.warning(f"PlexSync is not syncing: {halt}. Scene {scene_id} is queued and waits.")
+    drainer.ensure_running(data_dir, conn)
+    return f"queued scene {scene_id}"
+
+
+def task(args: dict, conn: dict, data_dir: str) -> str:
+    from lib import tasks
+
+    mode = args.get("mode")
+    if mode not in tasks.TASKS:
+        raise tasks.TaskError(f"unknown task mode {mode!r:.40}; expected one of {', '.join(tasks.TASKS)}")
+    function, needs_packages = tasks.TASKS[mode]
+    if needs_packages:
+        tasks.require_packages()
+    return function(conn, open_queue(data_dir))
+
+
+def main(argv: list) -> int:
+    try:
+        payload = read_stdin()
+    except ValueError as exc:
+        return respond(error=f"PlexSync: {exc}")
+    conn = payload["server_connection"]
+    args = payload.get("args") or {}
+    data_dir = os.path.join(conn.get("PluginDir") or HERE, "data")
+    if "--drain" in argv:
+        from lib import drainer
+        from lib.plex import configure_plexapi
+
+        os.makedirs(data_dir, exist_ok=True)
+        log.to_file(os.path.join(data_dir, "plexsync.log"))
+        configure_plexapi(data_dir)
+        drainer.run(data_dir, conn, open_queue(data_dir))
+        return 0
+    try:
+        if "hookContext" in args:
+            return respond(output=hook(args, conn, data_dir))
+        os.makedirs(data_dir, exist_ok=True)
+        from lib.plex import configure_plexapi
+
+        configure_plexapi(data_dir)
+        return respond(output=task(args, conn, data_dir))
+    except Exception as exc:  # one clear line for Stash, never a traceback
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if type(exc).__name__ not in ("TaskError", "ValueError"):
+            message = f"{type(exc).__name__}: {message}"
+        log.error(message)
+        return respond(error=f"PlexSync: {message}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
