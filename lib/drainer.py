@@ -78,6 +78,7 @@ def run(data_dir: str, server_connection: dict, queue) -> str:
     lock = FileLock(lock_path(data_dir))
     if not lock.acquire(blocking=False):
         return "busy"
+    lock.note(str(os.getpid()))
     log.info(f"drainer {os.getpid()} started")
     queue.release_dead_claims()
     stash = StashClient(server_connection)
@@ -113,6 +114,7 @@ def run(data_dir: str, server_connection: dict, queue) -> str:
         if due is None:
             lock.release()
             if queue.next_due() is not None and lock.acquire(blocking=False):
+                lock.note(str(os.getpid()))
                 continue
             log.info(f"drainer {os.getpid()} idle, exiting")
             return "idle"

@@ -72,6 +72,21 @@ class FileLock:
         finally:
             os.close(fd)
 
+    def note(self, text: str) -> None:
+        """Write ``text`` (e.g. the holder's pid) into the held lock file, for status displays."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            os.write(self._fd, text.encode())
+
+    def holder_note(self) -> str:
+        """What the holder wrote with :meth:`note` ("" when nothing)."""
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                return f.read(100).strip()
+        except OSError:
+            return ""
+
     def held_elsewhere(self) -> bool:
         """True when another process holds the lock right now (a cheap probe: lock, then unlock)."""
         if self.acquire(blocking=False):

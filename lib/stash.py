@@ -29,6 +29,8 @@ SCENE_FIELDS = """fragment SceneSync on Scene {
   files { id path basename duration size width height }
   paths { screenshot preview stream }
 }"""
+FIND_SCENE = """query FindScene($id: ID!) { findScene(id: $id) { ...SceneSync } }
+""" + SCENE_FIELDS
 FIND_SCENES_BY_IDS = """query FindScenesByIds($ids: [ID!], $perPage: Int!) {
   findScenes(ids: $ids, filter: {per_page: $perPage}) { count scenes { ...SceneSync } }
 }
@@ -47,7 +49,7 @@ LATEST_UPDATED_AT = """query LatestUpdatedAt {
 }"""
 PLUGIN_SETTINGS = """query PluginSettings($ids: [ID!]) { configuration { plugins(include: $ids) } }"""
 API_KEY = """query ApiKey { configuration { general { apiKey } } }"""
-QUERIES = [FIND_SCENES_BY_IDS, SCENE_IDS_PAGE, SCENE_IDS_UPDATED_SINCE, LATEST_UPDATED_AT,
+QUERIES = [FIND_SCENE, FIND_SCENES_BY_IDS, SCENE_IDS_PAGE, SCENE_IDS_UPDATED_SINCE, LATEST_UPDATED_AT,
            PLUGIN_SETTINGS, API_KEY]
 
 MAX_IMAGE_BYTES = 25 * 1024 * 1024
@@ -155,11 +157,21 @@ class StashClient:
         return value if isinstance(value, dict) else {}
 
     def find_scenes(self, ids: list) -> dict[str, dict]:
-        """Scenes by id, read now (``SceneSync`` fields): id -> scene. Unknown ids are absent."""
+        """Scenes by id, read now (``SceneSync`` fields): id -> scene. Unknown ids are absent.
+
+        Stash answers ``findScenes(ids:)`` with an error for the whole list when one id is unknown
+        (a deleted scene), so that case falls back to one ``findScene`` per id.
+        """
         if not ids:
             return {}
-        data = self.call(FIND_SCENES_BY_IDS, {"ids": [str(i) for i in ids], "perPage": -1})
-        return {s["id"]: s for s in data["findScenes"]["scenes"]}
+        try:
+            data = self.call(FIND_SCENES_BY_IDS, {"ids": [str(i) for i in ids], "perPage": -1})
+            return {s["id"]: s for s in data["findScenes"]["scenes"]}
+        except StashError as exc:
+            if exc.status is None or "not found" not in str(exc):
+                raise
+        found = (self.call(FIND_SCENE, {"id": str(i)}).get("findScene") for i in ids)
+        return {s["id"]: s for s in found if s}
 
     def scene_ids(self, since: str | None = None, page_size: int = 1000) -> Iterator[str]:
         """Every scene id in id order, or those with ``updated_at`` later than ``since`` (a string

@@ -134,14 +134,15 @@ def queue_status(conn: dict, queue: Queue) -> str:
     oldest = f"{(now - c['oldest_enqueued_at']) / 60:.1f} min" if c["oldest_enqueued_at"] else "none"
     last = queue.get_meta("last_success_at")
     last_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(last))) if last else "never"
-    running = FileLock(lock_path(os.path.dirname(queue.path))).held_elsewhere()
+    drainer_lock = FileLock(lock_path(os.path.dirname(queue.path)))
+    running = f"running (pid {drainer_lock.holder_note()})" if drainer_lock.held_elsewhere() else "not running"
     lines = [
         f"pending: {pending} (due {c['due']}, waiting for retry {c['waiting']}, in progress {c['claimed']})",
         f"oldest pending: {oldest}",
         f"last successful sync: {last_text}",
         f"dead letter queue: {c['dead_letters']}",
         f"unmatched scenes: {c['unmatched']}",
-        f"background drainer: {'running' if running else 'not running'}",
+        f"background drainer: {running}",
     ]
     halt = queue.get_meta("halt_reason")
     if halt:
