@@ -9,7 +9,9 @@ Shape (after huey's storage): a narrow set of verbs (``enqueue``, ``claim``, ``c
 - A job holds only the scene id: the drainer reads the scene from Stash when it processes the job, so a
   later edit is never overwritten by an older snapshot.
 - ``claim`` leases jobs to one worker (``host:pid``) for ``lease`` seconds. A job whose claimer died is
-  claimable again once the lease ran out, or at once when the claimer is a dead process on this host.
+  claimable again once the lease ran out, or at once (:meth:`Queue.release_dead_claims`) when the
+  claimer ran on this host: every claiming process holds a lock file ``workers/<pid>.lock`` beside
+  the database, which the kernel releases when the process dies, even as an unreaped zombie.
 - ``complete`` deletes the row only if its generation is still the one processed (nothing newer
   arrived); otherwise the row goes back to pending. So finished jobs never pile up, and a job is gone
   only after Plex confirmed the edit.
@@ -27,6 +29,8 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from typing import Iterable, Iterator, NamedTuple
+
+from lib.lock import FileLock
 
 SCHEMA_VERSION = 1
 SCHEMA = [
@@ -91,18 +95,6 @@ def _host() -> str:
     return os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "host")
 
 
-def _pid_alive(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # os.kill(pid, 0) would terminate the process on Windows; rely on the lease
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Queue:
     """The queue database at ``path`` (created with its folder on first use).
 
@@ -111,6 +103,8 @@ class Queue:
 
     def __init__(self, path: str):
         self.path = path
+        self._workers = os.path.join(os.path.dirname(path) or ".", "workers")
+        self._alive: FileLock | None = None
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -123,6 +117,15 @@ class Queue:
 
     def close(self) -> None:
         self._conn.close()
+        if self._alive is not None:
+            self._alive.release()
+            try:
+                os.unlink(self._alive.path)
+            except OSError:
+                pass
+
+    def _worker_lock(self, pid: int | str) -> FileLock:
+        return FileLock(os.path.join(self._workers, f"{pid}.lock"))
 
     @contextmanager
     def db(self) -> Iterator[sqlite3.Connection]:
@@ -158,6 +161,10 @@ class Queue:
     def claim(self, limit: int, lease: float, worker: str, now: float | None = None) -> list[Job]:
         """Lease up to ``limit`` due jobs to ``worker`` for ``lease`` seconds, oldest due first."""
         now = time.time() if now is None else now
+        if self._alive is None and worker == worker_id():
+            os.makedirs(self._workers, exist_ok=True)
+            self._alive = self._worker_lock(os.getpid())
+            self._alive.acquire()
         with self.db() as conn:
             rows = conn.execute(
                 "SELECT scene_id, generation, source, enqueued_at, attempts, not_found_since"
@@ -219,13 +226,21 @@ class Queue:
                        for s in scene_ids)
 
     def release_dead_claims(self) -> int:
-        """Release jobs claimed by processes of this host that no longer exist (e.g. SIGKILLed)."""
+        """Release jobs claimed by processes of this host that no longer run (e.g. SIGKILLed by
+        Stash's Cancel): their worker lock is free. Returns how many jobs were released."""
         host = _host()
         dead = []
         for (claimer,) in self._conn.execute("SELECT DISTINCT claimed_by FROM jobs WHERE claimed_by IS NOT NULL"):
             name, _, pid = claimer.rpartition(":")
-            if name == host and pid.isdigit() and not _pid_alive(int(pid)):
+            if name != host or not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            lock = self._worker_lock(pid)
+            if not os.path.exists(lock.path) or not lock.held_elsewhere():
                 dead.append(claimer)
+                try:
+                    os.unlink(lock.path)
+                except OSError:
+                    pass
         return sum(self.release(c) for c in dead)
 
     def clear_pending(self) -> int:

@@ -824,10 +824,12 @@ class FakeStash:
         return sid
 
     _UPDATABLE = frozenset(("files", "title", "details", "date", "studio_id", "performer_ids", "tag_ids", "code",
-                            "urls", "rating100", "has_cover", "organized"))
+                            "urls", "rating100", "has_cover", "organized", "cover"))
 
     def update_scene(self, scene_id: str, **changes: Any) -> None:
-        """Edit a scene like ``sceneUpdate``: bumps ``updated_at`` (strictly) and the cover version."""
+        """Edit a scene like ``sceneUpdate``: bumps ``updated_at`` (strictly). The cover image
+        changes only with ``cover=True`` (a new ``cover_image``) or a ``has_cover`` change: a title
+        edit leaves the screenshot bytes as they were."""
         bad = set(changes) - self._UPDATABLE
         if bad:
             raise TypeError(f"update_scene() got unexpected keyword(s) {sorted(bad)}")
@@ -851,9 +853,10 @@ class FakeStash:
                     rec[k] = str(v) if v is not None else None
                 elif k in ("title", "details", "code"):
                     rec[k] = v or ""
-                else:
+                elif k != "cover":
                     rec[k] = v
-            rec["cover_version"] += 1
+            if changes.get("cover") or "has_cover" in changes:
+                rec["cover_version"] += 1
             rec["updated_at"] = self._fmt(self._tick())
             self._changed()
 

@@ -69,7 +69,7 @@ def drainer_pid(plugin_dir: str) -> int | None:
     from lib.lock import FileLock
 
     lock = FileLock(os.path.join(plugin_dir, "data", "drainer.lock"))
-    if not lock.held_elsewhere():
+    if not os.path.exists(lock.path) or not lock.held_elsewhere():
         return None
     note = lock.holder_note()
     return int(note) if note.isdigit() else -1

@@ -534,7 +534,7 @@ def test_images_are_real_png_and_mp4_with_content_types(stash):
     assert png_ok(r.content) and r.content == stash.scene_cover_bytes(sid)
     assert int(r.headers["Content-Length"]) == len(r.content)
     first = r.content
-    stash.update_scene(sid, title="new cover version")
+    stash.update_scene(sid, title="new cover version", cover=True)
     r = requests.get(f"{stash.url}/scene/{sid}/screenshot", headers=h, timeout=5)
     assert png_ok(r.content) and r.content != first and r.content == stash.scene_cover_bytes(sid)
     ph = requests.get(f"{stash.url}/scene/{bare}/screenshot", headers=h, timeout=5)
