@@ -117,6 +117,19 @@ class StashClient:
             log.add_secret(cookie["Value"])
             self.session.cookies.set(cookie.get("Name") or "session", cookie["Value"])
 
+    @classmethod
+    def from_url(cls, url: str, api_key: str = "", timeout: tuple = (5.0, 10.0)) -> "StashClient":
+        """A client for a Stash at ``url`` (``scheme://host:port``) authenticated by ``api_key``
+        (empty: Stash without credentials), for programs not started by Stash (the provider)."""
+        scheme, _, rest = url.rstrip("/").partition("://")
+        host, _, port = rest.rpartition(":") if rest.rsplit(":", 1)[-1].isdigit() else (rest, "", "")
+        client = cls({"Scheme": scheme or "http", "Host": host.strip("[]"), "Port": int(port) if port else None},
+                     timeout=timeout)
+        if api_key:
+            log.add_secret(api_key)
+            client.session.headers["ApiKey"] = api_key
+        return client
+
     def use_api_key(self) -> bool:
         """Read Stash's API key with the cookie and send it from now on (cookies expire after an
         hour). Returns False when the user never generated a key."""
