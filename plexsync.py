@@ -81,7 +81,14 @@ def task(args: dict, conn: dict, data_dir: str) -> str:
     function, needs_packages = tasks.TASKS[mode]
     if needs_packages:
         tasks.require_packages()
-    return function(conn, open_queue(data_dir))
+    queue = open_queue(data_dir)
+    try:
+        return function(conn, queue, args)
+    finally:
+        if queue.pending():  # recovery on every invocation: queued work always has a drainer
+            from lib import drainer
+
+            drainer.ensure_running(data_dir, conn)
 
 
 def main(argv: list) -> int:

@@ -4,12 +4,14 @@ The hook side (:func:`ensure_running`) is stdlib only and costs a lock probe plu
 runs, one fork: Stash waits for every hook process, and for any child holding its stdout/stderr,
 so the drainer gets a new session and ``/dev/null`` for stdout/stderr
 (reference/stash-plugin-protocol.md §3). Its ``server_connection`` arrives on a pipe as its stdin,
-so the session cookie is never written to disk.
+so the session cookie is never written to disk. Every run of the plugin, hook or task, calls
+:func:`ensure_running`: that is how work resumes after a restart or an outage with no user action.
 
 One drainer at a time: it holds ``drainer.lock`` (an fcntl lock the kernel drops if it dies). When
 no job is queued it releases the lock, looks once more (a hook may have queued a job meanwhile and
 seen the lock still held), and exits. While jobs wait for a later attempt it sleeps at most
-:data:`POLL` seconds between looks, so a new hook's job starts within that time.
+:data:`POLL` seconds between looks, so a new hook's job starts within that time. While the circuit
+breaker is open it checks Plex's health on the breaker's schedule and resumes when Plex answers.
 """
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ import time
 
 from lib.lock import FileLock
 
-POLL = 1.0            # seconds between queue looks while jobs wait
-SETTINGS_TTL = 60.0   # seconds before the settings are read from Stash again
-CONNECT_RETRY = (5.0, 60.0)  # seconds: first and longest wait to reach Plex again
+POLL = 1.0              # seconds between queue looks while jobs wait
+SETTINGS_TTL = 60.0     # seconds before the settings are read from Stash again
+STASH_RETRY = (5.0, 60.0)  # seconds: first and longest wait for an unreachable Stash
+STASH_GIVE_UP = 600.0   # seconds of unreachable Stash before the drainer exits (the next run restarts it)
 ENTRY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plexsync.py")
 
 
@@ -63,17 +66,19 @@ def ensure_running(data_dir: str, server_connection: dict) -> bool:
 
 
 def run(data_dir: str, server_connection: dict, queue) -> str:
-    """The drainer's main loop; returns why it stopped ("idle", "busy", or a halt reason).
+    """The drainer's main loop; returns why it stopped ("idle", "busy", "stash unreachable", or a
+    halt reason).
 
-    A halt (bad Plex token, bad settings, Stash gone) is stored as ``halt_reason`` in the queue's
-    meta table, where hooks and Queue Status show it; the jobs stay queued.
+    A halt (bad Plex token, bad settings) is stored as ``halt_reason`` in the queue's meta table,
+    where hooks and Queue Status show it; the jobs stay queued.
     """
-    from lib import log
+    from lib import health, log
+    from lib.breaker import OPEN
     from lib.errors import classify
     from lib.plex import PlexConfigError
-    from lib.settings import PLUGIN_ID, SettingsError
+    from lib.settings import SettingsError
     from lib.stash import StashClient, StashError
-    from lib.sync import Halt, open_syncer
+    from lib.sync import Halt, Syncer, connect, open_breaker, read_settings
 
     lock = FileLock(lock_path(data_dir))
     if not lock.acquire(blocking=False):
@@ -82,31 +87,56 @@ def run(data_dir: str, server_connection: dict, queue) -> str:
     log.info(f"drainer {os.getpid()} started")
     queue.release_dead_claims()
     stash = StashClient(server_connection)
-    syncer = None
+    settings = syncer = breaker = None
     settings_read = 0.0
-    wait = CONNECT_RETRY[0]
+    stash_wait, stash_down_since = STASH_RETRY[0], None
     while True:
         try:
-            if syncer is None or time.monotonic() - settings_read > SETTINGS_TTL:
-                if syncer is None:
+            if settings is None or time.monotonic() - settings_read > SETTINGS_TTL:
+                if settings is None:
                     stash.use_api_key()
-                raw = stash.plugin_settings(PLUGIN_ID)
-                if syncer is None or raw != syncer.raw_settings:
-                    syncer = open_syncer(stash, queue, raw)
+                fresh = read_settings(stash)
+                if settings is None or fresh.raw != settings.raw:
+                    settings, syncer, breaker = fresh, None, open_breaker(fresh, data_dir)
                     queue.set_meta("halt_reason", None)
                 settings_read = time.monotonic()
-            outcomes = syncer.run_batch()
-            wait = CONNECT_RETRY[0]
-        except (Halt, SettingsError, PlexConfigError, StashError) as exc:
+            stash_wait, stash_down_since = STASH_RETRY[0], None
+            if breaker.state == OPEN:
+                if queue.next_due() is None:
+                    outcomes = []
+                elif breaker.claim_probe():
+                    check = health.check(settings["plex_url"], settings["plex_token"],
+                                         (settings["plex_connect_timeout"], settings["plex_read_timeout"]))
+                    breaker.record_check(check)
+                    if check.status == "unauthorized":
+                        raise Halt(f"{check.detail}: set a valid X-Plex-Token in the plugin settings")
+                    continue
+                else:
+                    time.sleep(min(POLL, max(0.05, breaker.snapshot()["next_probe_at"] - time.time())))
+                    continue
+            else:
+                if syncer is None:
+                    syncer = Syncer(settings, stash, connect(settings), queue, breaker)
+                outcomes = syncer.run_batch()
+        except (Halt, SettingsError, PlexConfigError) as exc:
             return _halt(queue, str(exc))
+        except StashError as exc:
+            if exc.status == 401:
+                return _halt(queue, str(exc))
+            stash_down_since = stash_down_since or time.monotonic()
+            if time.monotonic() - stash_down_since > STASH_GIVE_UP:
+                log.warning(f"{exc}; the drainer exits, the next hook or task starts it again")
+                return "stash unreachable"
+            log.warning(f"{exc}; trying again in {stash_wait:.0f} s")
+            time.sleep(stash_wait)
+            stash_wait = min(stash_wait * 2, STASH_RETRY[1])
+            continue
         except Exception as exc:  # connecting to Plex failed
             failure = classify(exc)
-            if failure.kind != "transient":
+            if failure.kind not in ("server_down", "transient"):
                 return _halt(queue, failure.message)
-            log.warning(f"{failure.message}; trying again in {wait:.0f} s")
+            breaker.record_failure(failure.message, queue.pending)
             syncer = None
-            time.sleep(wait)
-            wait = min(wait * 2, CONNECT_RETRY[1])
             continue
         if outcomes:
             continue

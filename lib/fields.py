@@ -172,3 +172,11 @@ def plan_edit(desired: dict, current: dict, locked: set, pushed: dict, settings:
         if lock and (str(want) != str(have) or field not in locked):
             params[f"{field}.locked"] = 1
     return params, result
+
+
+def unique_names(names) -> list[str]:
+    """Names as Plex gets them, in their order: each cleaned with :func:`clean_line` and capped at
+    ``LIMITS["tag"]``, empty ones dropped, repeats removed case-insensitively (the first spelling
+    wins). The plugin's push and the provider's metadata both list tags, performers and
+    collections this way."""
+    return _unique(names)

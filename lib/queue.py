@@ -269,11 +269,61 @@ class Queue:
         return {"due": due, "waiting": waiting, "claimed": claimed, "dead_letters": dead,
                 "unmatched": unmatched, "oldest_enqueued_at": oldest}
 
+    def pending(self) -> int:
+        """Jobs in the queue, whatever their state (due, waiting, claimed)."""
+        return self._conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+
     def waiting_jobs(self, limit: int = 20) -> list[tuple]:
         """Jobs waiting for a later attempt: (scene_id, next_attempt_at, error_class, last_error)."""
         return self._conn.execute(
             "SELECT scene_id, next_attempt_at, error_class, last_error FROM jobs"
             " WHERE next_attempt_at > ? ORDER BY next_attempt_at LIMIT ?", (time.time(), limit)).fetchall()
+
+    # -- dead letter queue --------------------------------------------------------------------
+
+    def dead_letters(self, error_classes: Iterable[str] | None = None, since: float | None = None,
+                     until: float | None = None, limit: int = 1000) -> list[dict]:
+        """Dead letters, newest first, optionally filtered by error class and failure time (epoch
+        seconds): dicts of scene_id, reason, error_class, last_error, attempts, enqueued_at, failed_at."""
+        sql = ("SELECT scene_id, reason, error_class, last_error, attempts, enqueued_at, failed_at"
+               " FROM dead_letters WHERE 1 = 1")
+        args: list = []
+        if error_classes is not None:
+            classes = list(error_classes)
+            sql += f" AND error_class IN ({','.join('?' * len(classes))})"
+            args += classes
+        if since is not None:
+            sql += " AND failed_at >= ?"
+            args.append(since)
+        if until is not None:
+            sql += " AND failed_at <= ?"
+            args.append(until)
+        rows = self._conn.execute(sql + " ORDER BY failed_at DESC LIMIT ?", args + [limit]).fetchall()
+        keys = ("scene_id", "reason", "error_class", "last_error", "attempts", "enqueued_at", "failed_at")
+        return [dict(zip(keys, r)) for r in rows]
+
+    def requeue_dead(self, scene_ids: Iterable[int], source: str) -> int:
+        """Move dead letters back into the queue (one transaction: running it twice queues nothing
+        twice). Returns how many moved."""
+        now = time.time()
+        moved = 0
+        with self.db() as conn:
+            for scene_id in scene_ids:
+                if conn.execute("DELETE FROM dead_letters WHERE scene_id = ?", (int(scene_id),)).rowcount:
+                    conn.execute(
+                        "INSERT INTO jobs(scene_id, source, enqueued_at, updated_at, next_attempt_at)"
+                        " VALUES (?, ?, ?, ?, ?) ON CONFLICT(scene_id) DO UPDATE SET"
+                        " generation = generation + 1, next_attempt_at = excluded.next_attempt_at",
+                        (int(scene_id), source, now, now, now))
+                    moved += 1
+        return moved
+
+    def purge_dead(self, older_than: float | None = None) -> int:
+        """Delete dead letters that failed before ``older_than`` (epoch seconds; None = all)."""
+        with self.db() as conn:
+            if older_than is None:
+                return conn.execute("DELETE FROM dead_letters").rowcount
+            return conn.execute("DELETE FROM dead_letters WHERE failed_at < ?", (older_than,)).rowcount
 
     # -- per-scene state ------------------------------------------------------------------------
 

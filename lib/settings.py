@@ -57,6 +57,14 @@ SETTINGS = [
             "Seconds to wait for a connection to Plex. Default 5."),
     Setting("plex_read_timeout", "NUMBER", 30, "Plex read timeout",
             "Seconds to wait for Plex to answer. Default 30."),
+    Setting("breaker_threshold", "NUMBER", 5, "Circuit breaker threshold",
+            "Temporary Plex failures in a row that pause sync until Plex answers a health check. "
+            "Default 5."),
+    Setting("recovery_rates", "STRING", "5,10,20", "Recovery ramp (scenes/s)",
+            "After an outage, sync at these rates, one step each, then at full speed. Empty: full "
+            "speed at once. Default 5,10,20."),
+    Setting("recovery_step_seconds", "NUMBER", 60, "Recovery ramp step (seconds)",
+            "How long each step of the recovery ramp lasts. Default 60."),
     Setting("plex_scan_wait_hours", "NUMBER", 24, "Wait for Plex scan (hours)",
             "How long a scene whose file Plex has not indexed yet stays queued before it goes to "
             "the dead letter queue. Default 24."),
@@ -76,6 +84,8 @@ _LIMITS = {  # inclusive bounds of NUMBER settings
     "plex_connect_timeout": (0.1, 600),
     "plex_read_timeout": (0.1, 3600),
     "plex_scan_wait_hours": (0, 24 * 365),
+    "breaker_threshold": (1, 1000),
+    "recovery_step_seconds": (0, 3600),
 }
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
@@ -91,10 +101,13 @@ class SettingsError(ValueError):
 
 class Settings(dict):
     """Validated settings: a dict of every setting name to its typed value, plus ``path_mapper``
-    (a :class:`lib.paths.PathMapper`) and ``libraries`` (list of section titles, empty = all)."""
+    (a :class:`lib.paths.PathMapper`), ``libraries`` (list of section titles, empty = all),
+    ``rates`` (recovery ramp, jobs per second) and ``raw`` (the values Stash gave)."""
 
     path_mapper: PathMapper
     libraries: list
+    rates: tuple
+    raw: dict
 
 
 def load(raw: dict | None) -> Settings:
@@ -120,6 +133,16 @@ def load(raw: dict | None) -> Settings:
             if not low <= out[name] <= high:
                 problems.append(f"setting {name}: {out[name]} is outside {low}..{high}")
     out["max_retries"] = int(out["max_retries"])
+    out["breaker_threshold"] = int(out["breaker_threshold"])
+    out.raw = dict(raw)
+    try:
+        out.rates = tuple(float(r) for r in out["recovery_rates"].replace(" ", "").split(",") if r)
+        if any(not 0 < r < 1e6 for r in out.rates):
+            raise ValueError
+    except ValueError:
+        out.rates = ()
+        problems.append(f"setting recovery_rates: expected positive numbers separated by commas, "
+                        f"got {out['recovery_rates']!r:.60}")
     url = out["plex_url"]
     if not url:
         problems.append("setting plex_url: required (e.g. http://192.168.1.10:32400)")

@@ -233,3 +233,91 @@ class StashClient:
         if len(data) > MAX_IMAGE_BYTES or not resp.headers.get("Content-Type", "").startswith("image/"):
             return None
         return data if image_type(data) else None
+
+    # -- the Plex metadata provider (provider.py) ------------------------------------------------
+
+    def provider_scene(self, scene_id: str) -> dict | None:
+        """One scene with the provider's fields (``ProviderScene``), or None when Stash has no
+        scene ``scene_id`` (``findScene`` answers null for an unknown id, §10.1)."""
+        return self.call(PROVIDER_FIND_SCENE, {"id": str(scene_id)}).get("findScene")
+
+    def provider_scenes_by_path(self, path: str) -> list[dict]:
+        """Scenes Stash's path ``EQUALS`` filter returns for ``path`` (``ProviderScene`` fields).
+
+        Stash runs it as ``LIKE`` without an escape (§10.2): ``_`` and ``%`` are wildcards and ASCII
+        letters match either case, so extra scenes may come back: the caller compares
+        ``files[].path`` itself.
+        """
+        return self.call(PROVIDER_SCENES_BY_PATH, {"path": path})["findScenes"]["scenes"]
+
+    def provider_scenes_by_path_regex(self, regex: str, limit: int) -> tuple[int, list[dict]]:
+        """(count, first ``limit`` scenes) whose file path matches ``regex`` (Go RE2 syntax,
+        case-sensitive, searched anywhere in ``folder + separator + basename``; a full scan, §10.2)."""
+        found = self.call(PROVIDER_SCENES_BY_PATH_REGEX, {"regex": regex, "perPage": int(limit)})["findScenes"]
+        return found["count"], found["scenes"]
+
+    def provider_scenes_search(self, text: str, limit: int) -> list[dict]:
+        """Up to ``limit`` scenes Stash's free-text search (``filter.q``: title, details, code,
+        path) finds for ``text``, in Stash's order."""
+        return self.call(PROVIDER_SCENES_SEARCH, {"q": text, "perPage": int(limit)})["findScenes"]["scenes"]
+
+    def version(self) -> str:
+        """Stash's version string (e.g. ``v0.30.1``): the cheapest authenticated call there is."""
+        return ((self.call(STASH_VERSION).get("version") or {}).get("version")) or ""
+
+    def scene_files(self, page_size: int = 1000) -> Iterator[tuple[str, str]]:
+        """``(scene id, file path)`` for every file of every scene, in scene id order.
+
+        Pages by id (``id > last seen``) rather than by page number, so scenes added or deleted
+        during the listing shift nothing.
+        """
+        after = 0
+        while True:
+            scenes = self.call(SCENE_FILES_AFTER, {"after": after, "perPage": page_size})["findScenes"]["scenes"]
+            for scene in scenes:
+                for file in scene.get("files") or []:
+                    yield scene["id"], file["path"]
+            if len(scenes) < page_size:
+                return
+            after = int(scenes[-1]["id"])
+
+
+# -- queries of the Plex metadata provider (provider.py), validated with the others ----------------
+
+PROVIDER_SCENE_FIELDS = """fragment ProviderScene on Scene {
+  id title code details director date
+  studio { id name image_path parent_studio { id name image_path } }
+  performers { id name image_path }
+  tags { id name }
+  groups { group { id name } }
+  stash_ids { endpoint stash_id }
+  files { path basename duration }
+  paths { screenshot }
+}"""
+PROVIDER_FIND_SCENE = """query ProviderScene($id: ID!) { findScene(id: $id) { ...ProviderScene } }
+""" + PROVIDER_SCENE_FIELDS
+PROVIDER_SCENES_BY_PATH = """query ProviderScenesByPath($path: String!) {
+  findScenes(scene_filter: {path: {value: $path, modifier: EQUALS}}, filter: {per_page: -1}) {
+    scenes { ...ProviderScene }
+  }
+}
+""" + PROVIDER_SCENE_FIELDS
+PROVIDER_SCENES_BY_PATH_REGEX = """query ProviderScenesByPathRegex($regex: String!, $perPage: Int!) {
+  findScenes(scene_filter: {path: {value: $regex, modifier: MATCHES_REGEX}}, filter: {per_page: $perPage}) {
+    count scenes { ...ProviderScene }
+  }
+}
+""" + PROVIDER_SCENE_FIELDS
+PROVIDER_SCENES_SEARCH = """query ProviderScenesSearch($q: String!, $perPage: Int!) {
+  findScenes(filter: {q: $q, per_page: $perPage}) { scenes { ...ProviderScene } }
+}
+""" + PROVIDER_SCENE_FIELDS
+STASH_VERSION = """query StashVersion { version { version } }"""
+SCENE_FILES_AFTER = """query SceneFilesAfter($after: Int!, $perPage: Int!) {
+  findScenes(
+    scene_filter: {id: {value: $after, modifier: GREATER_THAN}}
+    filter: {per_page: $perPage, sort: "id", direction: ASC}
+  ) { scenes { id files { path } } }
+}"""
+QUERIES += [PROVIDER_FIND_SCENE, PROVIDER_SCENES_BY_PATH, PROVIDER_SCENES_BY_PATH_REGEX, PROVIDER_SCENES_SEARCH,
+            STASH_VERSION, SCENE_FILES_AFTER]

@@ -6,12 +6,19 @@ detail view -> one batched, locked edit (plus poster/background uploads when the
 Outcomes of a job (``Outcome.result``):
 ``synced`` (Plex changed), ``unchanged`` (Plex already right: one read), ``unmatched`` (recorded in
 the unmatched list: weak/ambiguous match, no file, bad path rule, or not in a partial library),
-``waiting`` (Plex has not indexed the file yet: retried), ``retry`` (temporary failure), ``dead``
-(dead letter queue), ``deleted`` (the scene is gone from Stash).
+``waiting`` (Plex has not indexed the file yet: retried), ``retry`` (temporary failure), ``paused``
+(Plex down: back in the queue, no attempt spent), ``dead`` (dead letter queue), ``deleted`` (the scene
+is gone from Stash).
 
-Retry timing:
-- temporary failures: full-jitter exponential backoff, ``uniform(0, min(RETRY_CAP, RETRY_BASE * 2**n))``
-  seconds after the n-th failure, up to ``max_retries`` attempts, then the dead letter queue;
+Failures are classified once (lib/errors.py) and fed to the circuit breaker (lib/breaker.py):
+- Plex down (``server_down``): the job goes back to the queue without spending an attempt; after
+  ``breaker_threshold`` such failures in a row the breaker opens and no job is tried until Plex
+  answers a health check, so an outage never sends a job to the dead letter queue;
+- temporary failures (``transient``): full-jitter exponential backoff,
+  ``uniform(0, min(RETRY_CAP, RETRY_BASE * 2**n))`` seconds after the n-th failure, up to
+  ``max_retries`` attempts, then the dead letter queue;
+- permanent failures: the dead letter queue at once;
+- Stash unreachable: the job goes back to the queue and the batch stops (``StashError`` raised);
 - a file Plex has not indexed yet: retried after as long again as it has been waiting (30 s, 1, 2,
   4, 8 min, then every 15 min) until ``plex_scan_wait_hours`` passed, then the dead letter queue.
 """
@@ -23,13 +30,14 @@ import time
 from typing import NamedTuple
 
 from lib import log
+from lib.breaker import HALF_OPEN, OPEN, Breaker
 from lib.errors import classify
 from lib.fields import current_state, desired_state, plan_edit
 from lib.matcher import find_item
 from lib.paths import PathRuleError
 from lib.plex import Plex
 from lib.queue import Job, Queue, worker_id
-from lib.settings import PLUGIN_ID, load
+from lib.settings import PLUGIN_ID, Settings, load
 from lib.stash import StashClient, StashError
 
 BATCH = 25            # jobs claimed (and scenes read from Stash) at once
@@ -41,8 +49,8 @@ SCAN_CAP = 900.0      # seconds between later re-checks
 
 
 class Halt(Exception):
-    """Processing must stop and the jobs wait: Plex refused the token, Stash refused our
-    credentials or is unreachable. The message is one line for the user."""
+    """Processing must stop and the jobs wait: Plex refused the token or Stash refused our
+    credentials. The message is one line for the user."""
 
 
 class Outcome(NamedTuple):
@@ -51,86 +59,131 @@ class Outcome(NamedTuple):
     detail: str = ""
 
 
-def open_syncer(stash: StashClient, queue: Queue, raw: dict | None = None) -> "Syncer":
-    """Validate the plugin settings (``raw``, else read from Stash) and connect to Plex.
+def read_settings(stash: StashClient) -> Settings:
+    """The plugin's validated settings, read from Stash now.
 
-    Raises ``lib.settings.SettingsError`` for unusable settings, :class:`Halt` when Plex refuses the
-    token, ``lib.plex.PlexConfigError`` for an unknown library, requests' exceptions when Plex is
-    unreachable, ``lib.stash.StashError`` when Stash is.
+    Raises ``lib.settings.SettingsError`` (every problem, one line each), ``lib.stash.StashError``.
     """
+    raw = stash.plugin_settings(PLUGIN_ID)
+    log.add_secret(raw.get("plex_token"))
+    return load(raw)
+
+
+def open_breaker(settings: Settings, data_dir: str) -> Breaker:
+    """The data folder's circuit breaker, configured from the settings."""
+    return Breaker(data_dir, settings["breaker_threshold"], settings.rates, settings["recovery_step_seconds"])
+
+
+def connect(settings: Settings) -> Plex:
+    """Connect to Plex. Raises :class:`Halt` when Plex refuses the token, ``PlexConfigError`` for
+    an unknown library, and what plexapi / requests raise when Plex is unreachable or failing."""
     from plexapi.exceptions import Unauthorized
 
-    raw = stash.plugin_settings(PLUGIN_ID) if raw is None else raw
-    log.add_secret(raw.get("plex_token"))
-    settings = load(raw)
     try:
-        plex = Plex(settings["plex_url"], settings["plex_token"], settings.libraries,
+        return Plex(settings["plex_url"], settings["plex_token"], settings.libraries,
                     (settings["plex_connect_timeout"], settings["plex_read_timeout"]))
     except Unauthorized as exc:
         raise Halt(classify(exc).message) from None
-    syncer = Syncer(settings, stash, plex, queue)
-    syncer.raw_settings = raw
-    return syncer
+
+
+class Pacer:
+    """Spaces job starts to the breaker's recovery rate (no pause at all outside the ramp)."""
+
+    def __init__(self, breaker: Breaker):
+        self.breaker = breaker
+        self._next = 0.0
+
+    def wait(self) -> None:
+        rate = self.breaker.rate()
+        if rate is None:
+            return
+        now = time.monotonic()
+        if self._next > now:
+            time.sleep(self._next - now)
+        self._next = max(now, self._next) + 1.0 / rate
 
 
 class Syncer:
-    """Applies queued jobs with one settings snapshot, one Stash client and one Plex connection.
-    ``raw_settings`` keeps the values Stash gave, to notice when the user changes them."""
+    """Applies queued jobs with one settings snapshot, one Stash client, one Plex connection and the
+    data folder's circuit breaker."""
 
-    raw_settings: dict = {}
-
-    def __init__(self, settings, stash: StashClient, plex: Plex, queue: Queue, worker: str | None = None):
+    def __init__(self, settings: Settings, stash: StashClient, plex: Plex, queue: Queue, breaker: Breaker,
+                 worker: str | None = None):
         self.settings = settings
         self.stash = stash
         self.plex = plex
         self.queue = queue
+        self.breaker = breaker
+        self.pacer = Pacer(breaker)
         self.worker = worker or worker_id()
         self.mapper = settings.path_mapper
 
     def run_batch(self, limit: int = BATCH) -> list[Outcome]:
-        """Claim up to ``limit`` due jobs and process them; ``[]`` when none is due.
+        """Claim up to ``limit`` due jobs and process them; ``[]`` when none is due or the breaker
+        is open. A half-open breaker allows one job (the trial).
 
-        Raises :class:`Halt` (after giving the unprocessed jobs back) when work cannot go on.
+        Raises :class:`Halt` and ``StashError`` (Stash unreachable), after giving unprocessed jobs
+        back to the queue.
         """
-        jobs = self.queue.claim(limit, LEASE, self.worker)
+        state = self.breaker.state
+        if state == OPEN:
+            return []
+        jobs = self.queue.claim(1 if state == HALF_OPEN else limit, LEASE, self.worker)
         if not jobs:
             return []
         try:
             scenes = self.stash.find_scenes([j.scene_id for j in jobs])
-        except StashError as exc:
+        except StashError:
             self.queue.release(self.worker)
-            raise Halt(str(exc)) from None
+            raise
         outcomes = []
-        for job in jobs:
-            try:
+        try:
+            for job in jobs:
+                if self.breaker.state == OPEN:
+                    break
+                self.pacer.wait()
                 outcomes.append(self.process(job, scenes.get(str(job.scene_id))))
-            except Halt:
-                self.queue.release(self.worker)
-                raise
+        finally:
+            self.queue.release(self.worker)  # whatever this batch did not settle
         return outcomes
 
     def process(self, job: Job, scene: dict | None) -> Outcome:
-        """Bring Plex in line with ``scene`` (None: deleted in Stash); settles the job either way."""
+        """Bring Plex in line with ``scene`` (None: deleted in Stash) and settle the job: done,
+        retried, dead-lettered, or back in the queue untouched (Plex or Stash down)."""
         try:
-            return self._sync(job, scene)
+            outcome = self._sync(job, scene)
         except Halt:
             raise
         except Exception as exc:  # classified, stored on the job; nothing escapes unrecorded
-            failure = classify(exc)
-            if failure.kind in ("auth", "stash_auth"):
-                raise Halt(failure.message) from None
-            attempts = job.attempts + 1
-            if failure.kind == "transient" and attempts <= self.settings["max_retries"]:
+            return self._failed(job, exc)
+        self.breaker.record_success(self.queue.pending)
+        return outcome
+
+    def _failed(self, job: Job, exc: Exception) -> Outcome:
+        failure = classify(exc)
+        if failure.kind in ("auth", "stash_auth"):
+            raise Halt(failure.message) from None
+        if failure.kind == "stash_down":
+            self.queue.retry(job, self.worker, 0.0, failure.kind, failure.message, job.attempts, job.not_found_since)
+            raise exc
+        if failure.kind == "server_down":
+            self.queue.retry(job, self.worker, 0.0, failure.kind, failure.message, job.attempts, job.not_found_since)
+            self.breaker.record_failure(failure.message, self.queue.pending)
+            return Outcome(job.scene_id, "paused", failure.message)
+        attempts = job.attempts + 1
+        if failure.kind == "transient":
+            self.breaker.record_failure(failure.message, self.queue.pending)
+            if attempts <= self.settings["max_retries"]:
                 delay = random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2 ** attempts))
                 self.queue.retry(job, self.worker, delay, failure.kind, failure.message, attempts,
                                  job.not_found_since)
                 log.warning(f"scene {job.scene_id}: {failure.message}; retry {attempts} of "
                             f"{self.settings['max_retries']} in {delay:.0f} s")
                 return Outcome(job.scene_id, "retry", failure.message)
-            reason = "retries_exhausted" if failure.kind == "transient" else "permanent_error"
-            self.queue.dead(job, self.worker, reason, failure.kind, failure.message, attempts)
-            log.error(f"scene {job.scene_id}: {failure.message}; moved to the dead letter queue ({reason})")
-            return Outcome(job.scene_id, "dead", failure.message)
+        reason = "retries_exhausted" if failure.kind == "transient" else "permanent_error"
+        self.queue.dead(job, self.worker, reason, failure.kind, failure.message, attempts)
+        log.error(f"scene {job.scene_id}: {failure.message}; moved to the dead letter queue ({reason})")
+        return Outcome(job.scene_id, "dead", failure.message)
 
     def _settle_unmatched(self, job: Job, reason: str, path: str | None, detail: str) -> Outcome:
         self.queue.mark_unmatched(job.scene_id, reason, path, detail)

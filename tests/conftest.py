@@ -56,6 +56,6 @@ def make_world(tmp_path, n=60, **lib_kw):
 def world(tmp_path):
     w = make_world(tmp_path)
     yield w
-    stop_drainer(w.plugin_dir)
+    stop_drainer(w.plugin_dir, timeout=0)
     w.stash.stop()
     w.plex.stop()

@@ -86,7 +86,7 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):
 
 
 def stop_drainer(plugin_dir: str, timeout: float = 20.0) -> None:
-    """Wait for the drainer to go idle and exit; kill it if it does not."""
+    """Wait up to ``timeout`` seconds for the drainer to go idle and exit; then kill it."""
     if wait_until(lambda: drainer_pid(plugin_dir) is None, timeout):
         return
     pid = drainer_pid(plugin_dir)

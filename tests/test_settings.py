@@ -46,7 +46,7 @@ def test_every_setting_name_is_read_by_the_code():
     code = "".join(read(os.path.join("lib", f)) for f in os.listdir(os.path.join(ROOT, "lib")) if f.endswith(".py"))
     code = code.replace(read(os.path.join("lib", "settings.py")), "")  # the table itself does not count
     for s in SETTINGS:
-        assert f'"{s.name}"' in code or s.name in ("plex_libraries", "path_map"), s.name
+        assert f'"{s.name}"' in code or s.name in ("plex_libraries", "path_map", "recovery_rates"), s.name
 
 
 def test_unset_settings_take_their_defaults():
