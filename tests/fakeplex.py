@@ -161,6 +161,26 @@ class Fault:
         return self.status
 
 
+class ResetFault(Fault):
+    """Drop the connection with a TCP reset instead of answering: the client sees
+    "connection reset by peer" (a server crashing mid-request)."""
+
+    def __init__(self, times: int | None = None, paths: str | None = None) -> None:
+        super().__init__(0, times, paths)
+
+    def respond(self, handler: "_Handler") -> int:
+        import socket
+        import struct
+
+        handler.close_connection = True
+        try:
+            handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            handler.connection.close()
+        except OSError:
+            pass
+        return 0
+
+
 # PMS answers 503 while it starts and loads its database (ref §8: "503 assumed by peers").
 _DB_LOADING_BODY = (
     b"<html><head><title>Service Unavailable</title></head><body>"
