@@ -6,11 +6,12 @@ one JSON object on stdin (``server_connection``, ``args``), log lines on stderr 
 and exactly one JSON object ``{"output": ..., "error": ...}`` on stdout.
 
 - A hook (``args`` has ``hookContext``) only queues the scene id in SQLite and makes sure the
-  background drainer runs: no plexapi, no requests, no network.
+  background drainer runs: no plexapi, no requests, no network. Stash waits for every hook process
+  inside the user's save, so this path also avoids the ``json`` package (its ``re`` and ``enum``
+  imports cost more than the hook's work) and uses the C scanner and encoder behind it directly.
 - A task (``args.mode``) runs in the foreground; see lib/tasks.py.
 - ``plexsync.py --drain`` is the detached background drainer the hook starts (lib/drainer.py).
 """
-import json
 import os
 import sys
 
@@ -23,18 +24,54 @@ from lib import log  # noqa: E402  (after the path fix-up above)
 SCENE_HOOKS = ("Scene.Update.Post", "Scene.Create.Post")
 
 
+def loads(text: str):
+    """Parse a JSON document. Raises ValueError with json's own message."""
+    try:
+        import _json
+
+        class Context:  # what the C scanner reads from json.JSONDecoder
+            strict, object_hook, object_pairs_hook = True, None, None
+            parse_float, parse_int, memo = float, int, {}
+
+            @staticmethod
+            def parse_constant(name):
+                raise ValueError(name)
+
+        start = len(text) - len(text.lstrip())
+        value, end = _json.make_scanner(Context())(text, start)
+        if not text[end:].strip():
+            return value
+    except Exception:  # noqa: BLE001 - any trouble of the fast path: json decides, with its message
+        pass
+    import json  # slow path: other interpreters, or bad input
+
+    return json.loads(text)
+
+
+def dumps_reply(output, error) -> str:
+    """Stash's stdout object ``{"output": ..., "error": ...}`` (strings or null)."""
+    try:
+        from _json import encode_basestring_ascii as quote
+    except ImportError:
+        from json import dumps as quote
+
+    def value(v):
+        return "null" if v is None else quote(str(v))
+
+    return '{"output": %s, "error": %s}' % (value(output), value(error))
+
+
 def respond(output=None, error=None) -> int:
     """Write Stash's one stdout object and return the exit status."""
-    sys.stdout.write(json.dumps({"output": output, "error": log.redact(error) if error else None}))
+    sys.stdout.write(dumps_reply(output, log.redact(error) if error else None))
     sys.stdout.flush()
     return 0
 
 
-def read_stdin() -> dict:
+def parse_stdin(text: str) -> dict:
     """The object Stash wrote on stdin. Raises ValueError with a one-line reason."""
-    text = sys.stdin.read()
     try:
-        payload = json.loads(text)
+        payload = loads(text)
     except ValueError as exc:
         raise ValueError(f"stdin is not the JSON object Stash sends ({exc})") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("server_connection"), dict):
@@ -52,7 +89,7 @@ def open_queue(data_dir: str):
     return Queue(os.path.join(data_dir, "queue.db"))
 
 
-def hook(args: dict, conn: dict, data_dir: str) -> str:
+def hook(args: dict, stdin: bytes, data_dir: str) -> str:
     """Queue the scene of a Scene hook and make sure the drainer runs. Nearly free by design."""
     from lib import drainer
 
@@ -68,12 +105,13 @@ def hook(args: dict, conn: dict, data_dir: str) -> str:
     halt = queue.get_meta("halt_reason")
     if halt:
         log.warning(f"PlexSync is not syncing: {halt}. Scene {scene_id} is queued and waits.")
-    drainer.ensure_running(data_dir, conn)
+    drainer.ensure_running(data_dir, stdin)
     return f"queued scene {scene_id}"
 
 
-def task(args: dict, conn: dict, data_dir: str) -> str:
-    from lib import tasks
+def task(args: dict, conn: dict, stdin: bytes, data_dir: str) -> str:
+    from lib import drainer, tasks
+    from lib.plex import configure_plexapi
 
     mode = args.get("mode")
     if mode not in tasks.TASKS:
@@ -81,19 +119,20 @@ def task(args: dict, conn: dict, data_dir: str) -> str:
     function, needs_packages = tasks.TASKS[mode]
     if needs_packages:
         tasks.require_packages()
+    os.makedirs(data_dir, exist_ok=True)
+    configure_plexapi(data_dir)
     queue = open_queue(data_dir)
     try:
         return function(conn, queue, args)
     finally:
         if queue.pending():  # recovery on every invocation: queued work always has a drainer
-            from lib import drainer
-
-            drainer.ensure_running(data_dir, conn)
+            drainer.ensure_running(data_dir, stdin)
 
 
 def main(argv: list) -> int:
+    stdin = sys.stdin.buffer.read()
     try:
-        payload = read_stdin()
+        payload = parse_stdin(stdin.decode("utf-8", errors="replace"))
     except ValueError as exc:
         return respond(error=f"PlexSync: {exc}")
     conn = payload["server_connection"]
@@ -110,12 +149,13 @@ def main(argv: list) -> int:
         return 0
     try:
         if "hookContext" in args:
-            return respond(output=hook(args, conn, data_dir))
-        os.makedirs(data_dir, exist_ok=True)
-        from lib.plex import configure_plexapi
-
-        configure_plexapi(data_dir)
-        return respond(output=task(args, conn, data_dir))
+            respond(output=hook(args, stdin, data_dir))
+            # The queue is committed and the reply flushed: skip the interpreter's teardown and the
+            # WAL checkpoint SQLite runs when its last connection closes (a few milliseconds of a
+            # hook Stash waits for). The next connection finds the WAL as it was.
+            sys.stderr.flush()
+            os._exit(0)
+        return respond(output=task(args, conn, stdin, data_dir))
     except Exception as exc:  # one clear line for Stash, never a traceback
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if type(exc).__name__ not in ("TaskError", "ValueError"):

@@ -15,7 +15,6 @@ breaker is open it checks Plex's health on the breaker's schedule and resumes wh
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -33,11 +32,12 @@ def lock_path(data_dir: str) -> str:
     return os.path.join(data_dir, "drainer.lock")
 
 
-def ensure_running(data_dir: str, server_connection: dict) -> bool:
-    """Start a detached drainer unless one holds the lock. Returns True when one was started."""
+def ensure_running(data_dir: str, stdin: bytes) -> bool:
+    """Start a detached drainer unless one holds the lock; it gets ``stdin``, the object Stash
+    wrote to this run (for its ``server_connection``). Returns True when one was started."""
     if FileLock(lock_path(data_dir)).held_elsewhere():
         return False
-    payload = json.dumps({"server_connection": server_connection}).encode()
+    payload = stdin
     argv = [sys.executable, ENTRY, "--drain"]
     if os.name == "posix":
         read_end, write_end = os.pipe()
@@ -52,8 +52,11 @@ def ensure_running(data_dir: str, server_connection: dict) -> bool:
             finally:
                 os._exit(127)
         os.close(read_end)
-        os.write(write_end, payload)  # far below the pipe buffer: never blocks
-        os.close(write_end)
+        try:  # a payload over the pipe buffer (64 KiB) waits for the drainer to read it
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(payload)
+        except BrokenPipeError:
+            return False  # the child could not start Python; the next run tries again
     else:
         import subprocess
 
@@ -81,7 +84,7 @@ def run(data_dir: str, server_connection: dict, queue) -> str:
     from lib.sync import Halt, Syncer, connect, open_breaker, read_settings
 
     lock = FileLock(lock_path(data_dir))
-    if not lock.acquire(blocking=False):
+    if not lock.acquire_soon():
         return "busy"
     lock.note(str(os.getpid()))
     log.info(f"drainer {os.getpid()} started")
@@ -143,7 +146,7 @@ def run(data_dir: str, server_connection: dict, queue) -> str:
         due = queue.next_due()
         if due is None:
             lock.release()
-            if queue.next_due() is not None and lock.acquire(blocking=False):
+            if queue.next_due() is not None and lock.acquire_soon():
                 lock.note(str(os.getpid()))
                 continue
             log.info(f"drainer {os.getpid()} idle, exiting")

@@ -58,6 +58,19 @@ class FileLock:
         self._fd = fd
         return True
 
+    def acquire_soon(self, tries: int = 10, pause: float = 0.01) -> bool:
+        """Non-blocking acquire, tried ``tries`` times ``pause`` seconds apart: a
+        :meth:`held_elsewhere` probe holds the lock for an instant, and must not make a starting
+        drainer believe another one runs."""
+        import time
+
+        for attempt in range(tries):
+            if self.acquire(blocking=False):
+                return True
+            if attempt < tries - 1:
+                time.sleep(pause)
+        return False
+
     def release(self) -> None:
         """Give the lock up (no-op when not held)."""
         fd, self._fd = self._fd, None

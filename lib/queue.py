@@ -23,14 +23,16 @@ WAL mode and a busy timeout let hook processes, the drainer and tasks use the fi
 """
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
-from contextlib import contextmanager
-from typing import Iterable, Iterator, NamedTuple
+from collections import namedtuple
+from collections.abc import Iterable
 
 from lib.lock import FileLock
+
+# The hook imports this module: it avoids typing, contextlib and json (each a few milliseconds of
+# a hook that should cost little more than starting Python); sqlite3 already brings collections.
 
 SCHEMA_VERSION = 1
 SCHEMA = [
@@ -77,13 +79,9 @@ SCHEMA = [
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another writer before "database is locked"
 
 
-class Job(NamedTuple):
-    scene_id: int
-    generation: int
-    source: str
-    enqueued_at: float
-    attempts: int
-    not_found_since: float | None
+Job = namedtuple("Job", "scene_id generation source enqueued_at attempts not_found_since")
+Job.__doc__ = """A claimed job: scene_id (int), generation (int), source (str: hook, sync_all...),
+enqueued_at (epoch seconds), attempts (int), not_found_since (epoch seconds or None)."""
 
 
 def worker_id() -> str:
@@ -127,17 +125,10 @@ class Queue:
     def _worker_lock(self, pid: int | str) -> FileLock:
         return FileLock(os.path.join(self._workers, f"{pid}.lock"))
 
-    @contextmanager
-    def db(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error)."""
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def db(self) -> "_Transaction":
+        """One write transaction: ``with queue.db() as conn:`` runs ``BEGIN IMMEDIATE`` ...
+        ``COMMIT``, or ``ROLLBACK`` when the block raises."""
+        return _Transaction(self._conn)
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -330,6 +321,8 @@ class Queue:
     def scene_state(self, scene_ids: Iterable[int]) -> dict[int, dict]:
         """What was last pushed for these scenes: scene_id -> {rating_key, section_id, plex_file,
         poster_sha, art_sha, pushed (dict), stash_updated_at, synced_at}."""
+        import json
+
         ids = [int(s) for s in scene_ids]
         out = {}
         for i in range(0, len(ids), 500):
@@ -349,6 +342,8 @@ class Queue:
                          poster_sha: str | None, art_sha: str | None, pushed: dict,
                          stash_updated_at: str | None, now: float | None = None) -> None:
         """Record a confirmed push (and clear the scene from ``unmatched``)."""
+        import json
+
         now = time.time() if now is None else now
         with self.db() as conn:
             conn.execute(
@@ -392,3 +387,15 @@ class Queue:
                 conn.execute("DELETE FROM meta WHERE key = ?", (key,))
             else:
                 conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.conn.execute("ROLLBACK" if kind is not None else "COMMIT")
