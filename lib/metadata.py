@@ -116,9 +116,9 @@ def scene_images(scene: dict, base: str) -> list:
             {"type": "background", "url": url, "alt": "Stash cover"}]
 
 
-def match_result(scene: dict, base: str, score: int) -> dict:
-    """One entry of a match answer: the fields §4.3 asks for, and ``score`` (0-100)."""
-    full = scene_metadata(scene, base)
+def match_result(full: dict, score: int) -> dict:
+    """One entry of a match answer from the scene's full metadata (:func:`scene_metadata`): the
+    fields §4.3 asks for, and ``score`` (0-100)."""
     out = {k: full[k] for k in ("ratingKey", "key", "guid", "type", "title", "year", "originallyAvailableAt",
                                 "thumb", "summary") if k in full}
     out["score"] = int(score)

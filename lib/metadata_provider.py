@@ -24,9 +24,9 @@ from lib.cache import TTLCache
 from lib.gap_scanner import GapScanner, UnmatchedLog
 from lib.metadata import (IDENTIFIER, IMAGE_KINDS, container, is_stash_id, manifest, match_result, scene_id_of,
                           scene_images, scene_metadata)
+from lib.paths import PathRuleError
 from lib.provider_config import ProviderConfig
 from lib.scene_match import SceneFinder, parse_request
-from lib.paths import PathRuleError
 from lib.stash import StashAuthError, StashError, image_type
 
 SCENE_CACHE_ENTRIES = 50000      # scenes (and path lookups) kept at most: a whole large library's scan
@@ -78,6 +78,7 @@ class MetadataProvider:
         ttl = config.cache_seconds
         self.finder = SceneFinder(stash, config.path_map, TTLCache(ttl, SCENE_CACHE_ENTRIES),
                                   TTLCache(ttl, SCENE_CACHE_ENTRIES))
+        self.rendered = TTLCache(ttl, SCENE_CACHE_ENTRIES)  # (scene id, base) -> (scene, Metadata)
         self.image_cache = TTLCache(ttl, 4096, max_weight=IMAGE_CACHE_BYTES, weigh=lambda v: len(v[0]))
         self.unmatched = UnmatchedLog()
         self.scanner = GapScanner(self.scan_gaps, config.gap_interval,
@@ -103,18 +104,19 @@ class MetadataProvider:
         except ValueError as exc:
             raise ProviderError(400, str(exc)) from None
         outcome = self.finder.find(request, self.roots())
-        logger.debug("match %r manual=%d guid=%r -> %s", request.filename, request.manual, request.guid,
-                     [(f.scene["id"], f.score, f.how) for f in outcome.results] or outcome.reason)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("match %r manual=%d guid=%r -> %s", request.filename, request.manual, request.guid,
+                         [(f.scene["id"], f.score, f.how) for f in outcome.results] or outcome.reason)
         if request.filename:
             if outcome.results:
                 self.unmatched.resolve(request.filename)
             elif not request.manual:
                 self.unmatched.record(request.filename, outcome.tried, outcome.reason)
-        return container([match_result(f.scene, base, f.score) for f in outcome.results])
+        return container([match_result(self._render(f.scene, base), f.score) for f in outcome.results])
 
     def metadata(self, key: str, base: str) -> dict:
         """``GET /library/metadata/{ratingKey}``: the scene's full Metadata (§5)."""
-        return container([scene_metadata(self._scene(key), base)])
+        return container([self._render(self._scene(key), base)])
 
     def images(self, key: str, base: str) -> dict:
         """``GET /library/metadata/{ratingKey}/images``: the scene's Image entries (§6)."""
@@ -216,7 +218,7 @@ class MetadataProvider:
             sep = "\\" if "\\" in root or root[1:2] == ":" else "/"
             base = root.rstrip("/\\")
             samples += [base + sep + "sample.mp4", sep.join([base, "Sample Studio", "2024", "Sample Scene [1080p].mp4"])]
-            if self.config.path_map.rules and not _covered(self.config.path_map, samples[-2]):
+            if self.config.path_map.rules and not any(_covered(self.config.path_map, p) for p in samples[-2:]):
                 logger.warning("no path rule covers the Plex folder %s: its files are matched by name only", root)
         problems = self.config.path_map.check_round_trip(samples, side="plex")
         try:
@@ -267,6 +269,16 @@ class MetadataProvider:
         return gaps.compare(self.stash.scene_files(), plex_files, self.config.path_map)
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _render(self, scene: dict, base: str) -> dict:
+        """The scene's Metadata, rendered once per cached copy of the scene: an entry is reused
+        only while the scene cache still holds the very object it was rendered from."""
+        entry = self.rendered.get((scene["id"], base))
+        if entry is not None and entry[0] is scene:
+            return entry[1]
+        full = scene_metadata(scene, base)
+        self.rendered.put((scene["id"], base), (scene, full))
+        return full
 
     def _scene_id(self, key: str) -> str:
         try:

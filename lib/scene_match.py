@@ -14,8 +14,9 @@ The mirror of lib/matcher.py (a Stash scene -> its Plex item). Facts used:
   is taken as a Stash scene id, as other providers do (§4.3).
 
 Scores (0-100, sent to PMS as ``score``): our guid or an exact mapped path 100; a scene id typed
-in Fix Match 95; the whole relative filename ending exactly one Stash path, when no path rule
-covers the file, 90 (the unique path-suffix fallback); a Stash file of the same name sharing
+in Fix Match 95; the whole relative filename ending exactly one Stash path, when the file may lie
+where no path rule reaches (under a root no rule covers, or no root is known), 90 (the unique
+path-suffix fallback); a Stash file of the same name sharing
 ``k`` trailing components 50 + 10 (k - 1), at most 80; a free-text title hit 40. ``manual=0``
 returns a scene only when it alone reaches :data:`CONFIDENT`.
 """
@@ -207,7 +208,9 @@ class SceneFinder:
         if request.parts:
             candidates = plex_paths(request.filename, request.parts, roots)
             exact, tried = self._exact(candidates)
-            covered = any(t["rule"] is not None for t in tried)
+            # Fall back on names only when the file may lie where no rule reaches (a root no
+            # rule covers, or no root known): under a rule, a missing path is a real gap.
+            covered = bool(tried) and all(t["rule"] is not None for t in tried)
             found += exact
             if request.manual:
                 found += self._by_name(request.parts)
@@ -308,9 +311,10 @@ def _reason(best: List[Found], tried: List[dict], covered: bool, request: MatchR
     if not request.parts:
         return "the guid names no Stash scene and there is no filename"
     if covered:
-        paths = "; ".join(t["stash_path"] for t in tried if t["rule"] is not None)
+        paths = "; ".join(t["stash_path"] for t in tried)
         return f"no Stash scene has a file at {paths}"
     if not tried:
         return (f"no Plex library folder is known (set PLEXSYNC_PLEX_ROOTS or PLEXSYNC_PLEX_URL) and no "
                 f"single Stash file ends with {'/'.join(request.parts)}")
-    return f"no path rule covers {tried[0]['plex_path']} and no single Stash file ends with {'/'.join(request.parts)}"
+    uncovered = next(t["plex_path"] for t in tried if t["rule"] is None)
+    return f"no path rule covers {uncovered} and no single Stash file ends with {'/'.join(request.parts)}"

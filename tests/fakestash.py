@@ -383,7 +383,8 @@ class _SceneView:
     title = property(lambda self: self._r["title"])
     code = property(lambda self: self._r["code"])
     details = property(lambda self: self._r["details"])
-    director = property(lambda self: "")
+    # director, groups and stash_ids are set with update_scene(director=, group_ids=, stash_ids=)
+    director = property(lambda self: self._r.get("director") or "")
     # §10.2 Values: urls is never null.
     urls = property(lambda self: list(self._r["urls"]))
     url = property(lambda self: self._r["urls"][0] if self._r["urls"] else None)
@@ -404,10 +405,20 @@ class _SceneView:
     o_history = property(lambda self: [])
     scene_markers = property(lambda self: [])
     galleries = property(lambda self: [])
-    groups = property(lambda self: [])
     movies = property(lambda self: [])
-    stash_ids = property(lambda self: [])
     sceneStreams = property(lambda self: [])
+
+    @property
+    def groups(self) -> List[dict]:
+        """``SceneGroup`` objects: ``{group: {id, name}, scene_index}``."""
+        gs = self._c.stash.groups
+        return [{"group": gs[g], "scene_index": None} for g in self._r.get("group_ids", ()) if g in gs]
+
+    @property
+    def stash_ids(self) -> List[dict]:
+        """``StashID`` objects ``{endpoint, stash_id, updated_at}``."""
+        return [{"endpoint": e, "stash_id": i, "updated_at": self._r["updated_at"]}
+                for e, i in self._r.get("stash_ids", ())]
 
     @property
     def files(self) -> List[dict]:
@@ -670,6 +681,7 @@ class FakeStash:
         self.performers: Dict[str, dict] = {}
         self.studios: Dict[str, dict] = {}
         self.tags: Dict[str, dict] = {}
+        self.groups: Dict[str, dict] = {}   # id -> {"id", "name"} (scene groups, formerly movies)
         self.plugin_settings: Dict[str, dict] = {}
         self.installed_plugins: List[dict] = []
         self.jobs: List[dict] = []
@@ -752,6 +764,14 @@ class FakeStash:
             self._changed()
             return pid
 
+    def add_group(self, name: str) -> str:
+        """Create a group (``Group {id name}``); put scenes in it with ``update_scene(group_ids=)``."""
+        with self._lock:
+            gid = str(len(self.groups) + 1)
+            self.groups[gid] = {"id": gid, "name": name}
+            self._changed()
+            return gid
+
     def add_tag(self, name: str) -> str:
         with self._lock:
             self._next["tag"] += 1
@@ -824,7 +844,8 @@ class FakeStash:
         return sid
 
     _UPDATABLE = frozenset(("files", "title", "details", "date", "studio_id", "performer_ids", "tag_ids", "code",
-                            "urls", "rating100", "has_cover", "organized", "cover"))
+                            "urls", "rating100", "has_cover", "organized", "cover",
+                            "director", "group_ids", "stash_ids"))
 
     def update_scene(self, scene_id: str, **changes: Any) -> None:
         """Edit a scene like ``sceneUpdate``: bumps ``updated_at`` (strictly). The cover image
