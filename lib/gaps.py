@@ -15,7 +15,34 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from lib.paths import PathMapper, PathRuleError
 
-__all__ = ["compare"]
+__all__ = ["PlexFiles", "compare"]
+
+
+class PlexFiles:
+    """Plex's ``Part.file`` paths, to find the one a mapped Stash path names.
+
+    ``add(rating_key, path)`` records a part; ``find(mapped, mapper)`` returns the recorded paths
+    equal to ``mapped.path`` (a :class:`lib.paths.Mapping`), compared case-insensitively when the
+    rule that mapped it has the ``i`` option. ``keys[path]`` is the set of ratingKeys of a path.
+    """
+
+    def __init__(self) -> None:
+        self.keys: Dict[str, Set[str]] = {}
+        self._folded: Dict[str, List[str]] = {}
+
+    def add(self, rating_key: str, path: str) -> None:
+        if path not in self.keys:
+            self.keys[path] = set()
+            self._folded.setdefault(path.casefold(), []).append(path)
+        self.keys[path].add(str(rating_key))
+
+    def find(self, mapped, mapper: PathMapper) -> List[str]:
+        if mapped.path in self.keys:
+            return [mapped.path]
+        if mapped.rule is not None and mapped.rule.ignore_case:
+            return [p for p in self._folded.get(mapped.path.casefold(), [])
+                    if mapper.same_file(p, mapped.path, mapped.rule)]
+        return []
 
 
 def compare(stash_files: Iterable[Tuple[str, str]], plex_files: Iterable[Tuple[str, str]],
@@ -41,13 +68,10 @@ def compare(stash_files: Iterable[Tuple[str, str]], plex_files: Iterable[Tuple[s
     (``None`` and ``error`` likewise). ``rules`` / ``rule`` name the ``path_map`` rule used, None for
     a path no rule covers. ``unmappable`` counts the paths on either side whose rule failed.
     """
-    exact: Dict[str, Set[str]] = {}          # Part.file -> ratingKeys
-    folded: Dict[str, List[str]] = {}        # casefolded Part.file -> Part.files
+    files = PlexFiles()
     for rating_key, path in plex_files:
-        if path not in exact:
-            exact[path] = set()
-            folded.setdefault(path.casefold(), []).append(path)
-        exact[path].add(str(rating_key))
+        files.add(rating_key, path)
+    exact = files.keys
 
     scenes: Dict[str, dict] = {}
     claimed: Set[str] = set()
@@ -71,10 +95,7 @@ def compare(stash_files: Iterable[Tuple[str, str]], plex_files: Iterable[Tuple[s
             continue
         entry["plex_paths"].append(mapped.path)
         entry["rules"].append(mapped.rule.name if mapped.rule else None)
-        hits = [mapped.path] if mapped.path in exact else []
-        if not hits and mapped.rule is not None and mapped.rule.ignore_case:
-            hits = [p for p in folded.get(mapped.path.casefold(), [])
-                    if mapper.same_file(p, mapped.path, mapped.rule)]
+        hits = files.find(mapped, mapper)
         if hits:
             entry["matched"] = True
             claimed.update(hits)

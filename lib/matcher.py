@@ -72,12 +72,6 @@ def find_item(plex, mapper: PathMapper, mapped: list[Mapping], rating_key: str |
 
 def _from_index(index, mapped: list[Mapping], mapper: PathMapper) -> str | None:
     for m in mapped:
-        cand = index.by_file.get(m.path)
-        if cand is not None:
-            return cand.rating_key
-    for m in mapped:
-        if m.rule is not None and m.rule.ignore_case:
-            for cand in index.by_fold.get(m.path.casefold(), []):
-                if _exact(cand.files, [m], mapper):
-                    return cand.rating_key
+        for path in index.files.find(m, mapper):
+            return min(index.files.keys[path])
     return None

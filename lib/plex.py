@@ -23,6 +23,8 @@ import uuid
 from typing import NamedTuple
 from urllib.parse import quote
 
+from lib.gaps import PlexFiles
+
 INDEX_PAGE = 5000      # items per listing request when indexing a section
 INDEX_MAX_AGE = 300.0  # seconds before a section index is rebuilt on a miss
 
@@ -60,20 +62,23 @@ class Candidate(NamedTuple):
     files: tuple   # every Part.file of the item
 
 
+def candidate(video, section_id: int) -> Candidate:
+    """The :class:`Candidate` of a ``<Video>`` element (list or detail view)."""
+    files = tuple(part_file(p.attrib["file"]) for p in video.iter("Part") if p.attrib.get("file"))
+    return Candidate(video.attrib["ratingKey"], int(video.attrib.get("librarySectionID") or section_id), files)
+
+
 class SectionIndex:
-    """Items by ``Part.file``: ``by_file`` (exact path -> Candidate), ``by_fold`` (casefolded path ->
-    list of Candidate) and
-    ``by_name`` (casefolded file name -> list of (file, Candidate))."""
+    """Items of the target sections by file: ``files`` (a :class:`lib.gaps.PlexFiles` of every
+    ``Part.file``) and ``by_name`` (casefolded file name -> list of (file, :class:`Candidate`))."""
 
     def __init__(self):
-        self.by_file: dict[str, Candidate] = {}
-        self.by_fold: dict[str, list] = {}
+        self.files = PlexFiles()
         self.by_name: dict[str, list] = {}
 
     def add(self, cand: Candidate) -> None:
         for f in cand.files:
-            self.by_file[f] = cand
-            self.by_fold.setdefault(f.casefold(), []).append(cand)
+            self.files.add(cand.rating_key, f)
             self.by_name.setdefault(f.replace("\\", "/").rsplit("/", 1)[-1].casefold(), []).append((f, cand))
 
 
@@ -133,7 +138,8 @@ class Plex:
         value = quote(quote(path, safe=""), safe="")  # PMS decodes this value twice
         out = []
         for sid in self.sections_for(path):
-            out.extend(self._candidates(self.server.query(f"/library/sections/{sid}/all?type=1&file={value}"), sid))
+            elem = self.server.query(f"/library/sections/{sid}/all?type=1&file={value}")
+            out.extend(candidate(video, sid) for video in elem.iter("Video"))
         return out
 
     @property
@@ -141,33 +147,31 @@ class Plex:
         """True once :meth:`index` has been built (a lookup in it costs no request)."""
         return self._index is not None
 
+    def listing(self):
+        """Yield (section id, ``<Video>`` element) for every movie of the target sections, from
+        paged raw list views (:data:`INDEX_PAGE` per request). List views truncate tag lists."""
+        for sid in self.sections:
+            start = 0
+            while True:
+                elem = self.server.query(f"/library/sections/{sid}/all?type=1&includeGuids=0", headers={
+                    "X-Plex-Container-Start": str(start), "X-Plex-Container-Size": str(INDEX_PAGE)})
+                videos = list(elem.iter("Video"))
+                for video in videos:
+                    yield sid, video
+                start += INDEX_PAGE
+                total = int(elem.attrib.get("totalSize") or elem.attrib.get("size") or 0)
+                if not videos or start >= total:
+                    break
+
     def index(self, max_age: float = INDEX_MAX_AGE) -> "SectionIndex":
-        """Every item of the target sections by file, from paged raw listings; rebuilt when older
+        """Every item of the target sections by file, from :meth:`listing`; rebuilt when older
         than ``max_age`` seconds."""
         if self._index is None or time.monotonic() - self._index_built > max_age:
             index = SectionIndex()
-            for sid in self.sections:
-                start = 0
-                while True:
-                    elem = self.server.query(f"/library/sections/{sid}/all?type=1&includeGuids=0", headers={
-                        "X-Plex-Container-Start": str(start), "X-Plex-Container-Size": str(INDEX_PAGE)})
-                    page = self._candidates(elem, sid)
-                    for cand in page:
-                        index.add(cand)
-                    start += INDEX_PAGE
-                    total = int(elem.attrib.get("totalSize") or elem.attrib.get("size") or 0)
-                    if not page or start >= total:
-                        break
+            for sid, video in self.listing():
+                index.add(candidate(video, sid))
             self._index, self._index_built = index, time.monotonic()
         return self._index
-
-    @staticmethod
-    def _candidates(elem, section_id: int) -> list[Candidate]:
-        out = []
-        for video in elem.iter("Video"):
-            files = tuple(part_file(p.attrib["file"]) for p in video.iter("Part") if p.attrib.get("file"))
-            out.append(Candidate(video.attrib["ratingKey"], int(video.attrib.get("librarySectionID") or section_id), files))
-        return out
 
     def scan_folder(self, path: str) -> None:
         """Ask PMS to scan the folder holding ``path`` in each section it may belong to."""
