@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from lib import log
-from lib.lock import FileLock
+from lib.lock import FileLock, write_json
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 PROBE_FIRST = 5.0   # seconds
@@ -94,20 +93,7 @@ class Breaker:
         return _fresh(time.time())
 
     def _write(self, value: dict) -> None:
-        folder = os.path.dirname(self.path)
-        fd, tmp = tempfile.mkstemp(prefix=".breaker-", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(value, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_json(self.path, value)
         self._cache, self._cache_mtime = value, os.stat(self.path).st_mtime_ns
 
     @contextmanager

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Callable, List, Optional
+
+from lib.lock import write_json
 
 SCHEDULES = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400, "manual": None}  # seconds
 FIRST_SCAN_DELAY = 60.0   # seconds after start-up before a scheduled scan with no report on disk
@@ -193,10 +194,7 @@ class GapScanner:
     def _save(self, report: dict) -> None:
         if not self._state_path:
             return
-        tmp = self._state_path + ".tmp"
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(report, f, ensure_ascii=False)
-            os.replace(tmp, self._state_path)
+            write_json(self._state_path, report)
         except OSError as exc:
             logger.warning("could not save the gap report to %s: %s", self._state_path, exc)

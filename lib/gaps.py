@@ -15,7 +15,7 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from lib.paths import PathMapper, PathRuleError
 
-__all__ = ["PlexFiles", "compare"]
+__all__ = ["PlexFiles", "compare", "unclaimed"]
 
 
 class PlexFiles:
@@ -105,13 +105,8 @@ def compare(stash_files: Iterable[Tuple[str, str]], plex_files: Iterable[Tuple[s
         if not entry.pop("matched"):
             missing_in_plex.append(entry)
 
-    missing_in_stash = []
-    for path in sorted(p for p in exact if p not in claimed):
-        stash_path, rule, error = _to_stash(mapper, path)
-        unmappable += error is not None
-        for rating_key in sorted(exact[path], key=_id_order):
-            missing_in_stash.append({"ratingKey": rating_key, "plex_path": path, "stash_path": stash_path,
-                                     "rule": rule, "error": error})
+    missing_in_stash = unclaimed(files, claimed, mapper)
+    unmappable += sum(1 for entry in missing_in_stash if entry["error"] is not None)
 
     plex_items = {rk for keys in exact.values() for rk in keys}
     counts = {
@@ -126,6 +121,18 @@ def compare(stash_files: Iterable[Tuple[str, str]], plex_files: Iterable[Tuple[s
         "unmappable": unmappable,
     }
     return {"counts": counts, "missing_in_plex": missing_in_plex, "missing_in_stash": missing_in_stash}
+
+
+def unclaimed(files: PlexFiles, claimed: Set[str], mapper: PathMapper) -> List[dict]:
+    """Plex files no Stash file mapped to (``claimed`` holds those that were), each as
+    ``{"ratingKey", "plex_path", "stash_path", "rule", "error"}`` with the Stash path it would have."""
+    out = []
+    for path in sorted(p for p in files.keys if p not in claimed):
+        stash_path, rule, error = _to_stash(mapper, path)
+        for rating_key in sorted(files.keys[path], key=_id_order):
+            out.append({"ratingKey": rating_key, "plex_path": path, "stash_path": stash_path,
+                        "rule": rule, "error": error})
+    return out
 
 
 def _to_stash(mapper: PathMapper, plex_path: str) -> Tuple[Optional[str], Optional[str], Optional[str]]:

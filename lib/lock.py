@@ -1,8 +1,9 @@
-"""Inter-process file locks.
+"""Inter-process file locks, and atomic JSON files.
 
 Stash runs hook processes concurrently across triggers and never serialises them
 (reference/stash-plugin-protocol.md §7), and it kills a cancelled task with SIGKILL. So shared state
-is guarded by an OS file lock, which the kernel releases when its holder dies.
+is guarded by an OS file lock, which the kernel releases when its holder dies, and state files are
+written atomically (:func:`write_json`: temp file, fsync, rename), so a kill never leaves half a file.
 
 ``fcntl`` exists only on POSIX; on Windows ``msvcrt.locking`` stands in. Importing this module never
 fails on a platform that has neither: locks then degrade to no-ops.
@@ -114,3 +115,23 @@ class FileLock:
     def __exit__(self, *exc) -> None:
         self.release()
 
+
+def write_json(path: str, value) -> None:
+    """Write ``value`` as JSON to ``path`` atomically: a temp file in the same folder, fsynced,
+    then renamed over ``path``. Raises OSError (the temp file is removed)."""
+    import json
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(value, f, ensure_ascii=False, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -34,8 +34,7 @@ from lib.lock import FileLock
 # The hook imports this module: it avoids typing, contextlib and json (each a few milliseconds of
 # a hook that should cost little more than starting Python); sqlite3 already brings collections.
 
-SCHEMA_VERSION = 1
-SCHEMA = [
+SCHEMA = [  # version 1; MIGRATIONS bring it up to date
     """CREATE TABLE IF NOT EXISTS jobs (
         scene_id INTEGER PRIMARY KEY,
         generation INTEGER NOT NULL DEFAULT 1,
@@ -76,6 +75,18 @@ SCHEMA = [
         seen_at REAL NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
 ]
+MIGRATIONS = [
+    [  # version 2: renames of performers, studios and tags reach their scenes
+        "ALTER TABLE scene_state ADD COLUMN refs TEXT",
+        """CREATE TABLE IF NOT EXISTS object_jobs (
+            kind TEXT NOT NULL,
+            object_id INTEGER NOT NULL,
+            op TEXT NOT NULL,
+            enqueued_at REAL NOT NULL,
+            PRIMARY KEY (kind, object_id))""",
+    ],
+]
+SCHEMA_VERSION = 1 + len(MIGRATIONS)
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another writer before "database is locked"
 
 
@@ -108,10 +119,16 @@ class Queue:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         if self._conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-            with self.db():
-                for ddl in SCHEMA:
-                    self._conn.execute(ddl)
-                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            with self.db() as conn:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    for ddl in SCHEMA:
+                        conn.execute(ddl)
+                    version = 1
+                for step in MIGRATIONS[version - 1:]:
+                    for ddl in step:
+                        conn.execute(ddl)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._conn.close()
@@ -148,6 +165,40 @@ class Queue:
                 " next_attempt_at = excluded.next_attempt_at, attempts = 0",
                 rows)
         return len(rows)
+
+    def enqueue_object(self, kind: str, object_id: int, op: str) -> None:
+        """Record that a performer, studio or tag (``kind``) changed (``op``: update, destroy,
+        merge): the drainer queues every scene that refers to it. One row per object."""
+        now = time.time()
+        with self.db() as conn:
+            conn.execute("INSERT OR REPLACE INTO object_jobs(kind, object_id, op, enqueued_at) VALUES (?, ?, ?, ?)",
+                         (kind, int(object_id), op, now))
+
+    def object_jobs(self, limit: int = 100) -> list[tuple]:
+        """Changed objects waiting to be expanded into scene jobs: (kind, object_id, op, enqueued_at)."""
+        return self._conn.execute("SELECT kind, object_id, op, enqueued_at FROM object_jobs"
+                                  " ORDER BY enqueued_at LIMIT ?", (limit,)).fetchall()
+
+    def expand_object(self, kind: str, object_id: int, enqueued_at: float, scene_ids: Iterable[int]) -> int:
+        """Queue ``scene_ids`` for a changed object and drop its row, in one transaction (unless the
+        object changed again meanwhile: then the row stays for another pass). Returns how many."""
+        now = time.time()
+        rows = [(int(s), f"{kind}:{object_id}", now, now, now) for s in scene_ids]
+        with self.db() as conn:
+            conn.executemany(
+                "INSERT INTO jobs(scene_id, source, enqueued_at, updated_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(scene_id) DO UPDATE SET generation = generation + 1, source = excluded.source,"
+                " updated_at = excluded.updated_at, next_attempt_at = excluded.next_attempt_at, attempts = 0",
+                rows)
+            conn.execute("DELETE FROM object_jobs WHERE kind = ? AND object_id = ? AND enqueued_at = ?",
+                         (kind, int(object_id), enqueued_at))
+        return len(rows)
+
+    def scenes_referring(self, kind: str, object_id: int) -> list[int]:
+        """Scenes whose last push named this performer/studio/tag (even if Stash no longer links
+        them, e.g. after a destroy)."""
+        token = f"% {kind[0]}{int(object_id)} %"
+        return [r[0] for r in self._conn.execute("SELECT scene_id FROM scene_state WHERE refs LIKE ?", (token,))]
 
     def claim(self, limit: int, lease: float, worker: str, now: float | None = None) -> list[Job]:
         """Lease up to ``limit`` due jobs to ``worker`` for ``lease`` seconds, oldest due first."""
@@ -241,10 +292,11 @@ class Queue:
                                 (time.time(),)).rowcount
 
     def next_due(self) -> float | None:
-        """When the earliest unclaimed job is due (epoch seconds), or None when none is queued."""
+        """When the earliest unclaimed job is due (epoch seconds; a changed object is due at once),
+        or None when none is queued."""
         row = self._conn.execute(
-            "SELECT MIN(next_attempt_at) FROM jobs WHERE claimed_by IS NULL OR lease_until < ?",
-            (time.time(),)).fetchone()
+            "SELECT MIN(t) FROM (SELECT MIN(next_attempt_at) AS t FROM jobs WHERE claimed_by IS NULL OR lease_until < ?"
+            " UNION ALL SELECT MIN(enqueued_at) FROM object_jobs)", (time.time(),)).fetchone()
         return row[0]
 
     def counts(self, now: float | None = None) -> dict:
@@ -261,8 +313,8 @@ class Queue:
                 "unmatched": unmatched, "oldest_enqueued_at": oldest}
 
     def pending(self) -> int:
-        """Jobs in the queue, whatever their state (due, waiting, claimed)."""
-        return self._conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+        """Jobs in the queue, whatever their state (due, waiting, claimed), changed objects included."""
+        return self._conn.execute("SELECT (SELECT COUNT(*) FROM jobs) + (SELECT COUNT(*) FROM object_jobs)").fetchone()[0]
 
     def waiting_jobs(self, limit: int = 20) -> list[tuple]:
         """Jobs waiting for a later attempt: (scene_id, next_attempt_at, error_class, last_error)."""
@@ -340,17 +392,18 @@ class Queue:
 
     def save_scene_state(self, scene_id: int, rating_key: str, section_id: int, plex_file: str,
                          poster_sha: str | None, art_sha: str | None, pushed: dict,
-                         stash_updated_at: str | None, now: float | None = None) -> None:
-        """Record a confirmed push (and clear the scene from ``unmatched``)."""
+                         stash_updated_at: str | None, refs: str = "", now: float | None = None) -> None:
+        """Record a confirmed push (and clear the scene from ``unmatched``). ``refs``: the objects
+        the scene refers to, ``" p12 t5 s3 "`` (performer, tag, studio ids)."""
         import json
 
         now = time.time() if now is None else now
         with self.db() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO scene_state(scene_id, rating_key, section_id, plex_file, poster_sha,"
-                " art_sha, pushed, stash_updated_at, synced_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " art_sha, pushed, stash_updated_at, synced_at, refs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (scene_id, rating_key, section_id, plex_file, poster_sha, art_sha,
-                 json.dumps(pushed, ensure_ascii=False, sort_keys=True), stash_updated_at, now))
+                 json.dumps(pushed, ensure_ascii=False, sort_keys=True), stash_updated_at, now, refs))
             conn.execute("DELETE FROM unmatched WHERE scene_id = ?", (scene_id,))
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_success_at', ?)", (str(now),))
 

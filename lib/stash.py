@@ -14,6 +14,7 @@ Every query this module sends is a module constant, validated against the real s
 """
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Iterator
 from urllib.parse import urlsplit
 
@@ -35,26 +36,51 @@ FIND_SCENES_BY_IDS = """query FindScenesByIds($ids: [ID!], $perPage: Int!) {
   findScenes(ids: $ids, filter: {per_page: $perPage}) { count scenes { ...SceneSync } }
 }
 """ + SCENE_FIELDS
-SCENE_IDS_PAGE = """query SceneIdsPage($page: Int!, $perPage: Int!) {
-  findScenes(filter: {page: $page, per_page: $perPage, sort: "id", direction: ASC}) { count scenes { id } }
+SCENE_IDS_AFTER = """query SceneIdsAfter($filter: SceneFilterType!, $perPage: Int!) {
+  findScenes(scene_filter: $filter, filter: {per_page: $perPage, sort: "id", direction: ASC}) { scenes { id } }
 }"""
-SCENE_IDS_UPDATED_SINCE = """query SceneIdsUpdatedSince($since: String!, $page: Int!, $perPage: Int!) {
-  findScenes(
-    filter: {page: $page, per_page: $perPage, sort: "id", direction: ASC}
-    scene_filter: {updated_at: {value: $since, modifier: GREATER_THAN}}
-  ) { count scenes { id } }
+RECONCILE_FIELDS = """fragment ReconcileScene on Scene {
+  id title details date updated_at
+  studio { id name }
+  performers { id name }
+  tags { id name }
+  files { path basename }
 }"""
+RECONCILE_SCENES_AFTER = """query ReconcileScenesAfter($filter: SceneFilterType!, $perPage: Int!) {
+  findScenes(scene_filter: $filter, filter: {per_page: $perPage, sort: "id", direction: ASC}) {
+    scenes { ...ReconcileScene }
+  }
+}
+""" + RECONCILE_FIELDS
 LATEST_UPDATED_AT = """query LatestUpdatedAt {
   findScenes(filter: {per_page: 1, sort: "updated_at", direction: DESC}) { scenes { updated_at } }
 }"""
 PLUGIN_SETTINGS = """query PluginSettings($ids: [ID!]) { configuration { plugins(include: $ids) } }"""
 API_KEY = """query ApiKey { configuration { general { apiKey } } }"""
-QUERIES = [FIND_SCENE, FIND_SCENES_BY_IDS, SCENE_IDS_PAGE, SCENE_IDS_UPDATED_SINCE, LATEST_UPDATED_AT,
+QUERIES = [FIND_SCENE, FIND_SCENES_BY_IDS, SCENE_IDS_AFTER, RECONCILE_SCENES_AFTER, LATEST_UPDATED_AT,
            PLUGIN_SETTINGS, API_KEY]
 
 MAX_IMAGE_BYTES = 25 * 1024 * 1024
 _IMAGE_MAGIC = [(b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
                 (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif")]
+
+
+def time_ago(stash_time: str, hours: float, now: datetime | None = None) -> str:
+    """``now - hours`` written the way Stash stores ``updated_at``: RFC3339 in the offset of
+    ``stash_time`` (a value Stash returned), because Stash compares these filters as strings
+    (reference/stash-plugin-protocol.md §10.2)."""
+    text = stash_time.strip()
+    if text.endswith("Z"):
+        offset = timedelta(0)
+    else:
+        sign = -1 if text[-6] == "-" else 1
+        offset = sign * timedelta(hours=int(text[-5:-3]), minutes=int(text[-2:]))
+    moment = (now or datetime.now(timezone.utc)).astimezone(timezone(offset)) - timedelta(hours=hours)
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if text.endswith("Z"):
+        return stamp + "Z"
+    zone = moment.strftime("%z")
+    return f"{stamp}{zone[:3]}:{zone[3:]}"
 
 
 class StashError(Exception):
@@ -186,21 +212,37 @@ class StashClient:
         found = (self.call(FIND_SCENE, {"id": str(i)}).get("findScene") for i in ids)
         return {s["id"]: s for s in found if s}
 
-    def scene_ids(self, since: str | None = None, page_size: int = 1000) -> Iterator[str]:
-        """Every scene id in id order, or those with ``updated_at`` later than ``since`` (a string
-        compared as Stash stores it, see :meth:`latest_updated_at`). Pages of ``page_size``."""
-        page = 1
+    def scene_ids(self, since: str | None = None, refers_to: tuple | None = None,
+                  page_size: int = 1000) -> Iterator[str]:
+        """Scene ids in id order: every scene, or those with ``updated_at`` later than ``since`` (a
+        string compared as Stash stores it, see :meth:`latest_updated_at`), or those that refer to
+        ``refers_to`` = (``"performer"`` | ``"tag"`` | ``"studio"``, id)."""
+        extra: dict = {}
+        if since is not None:
+            extra["updated_at"] = {"value": since, "modifier": "GREATER_THAN"}
+        if refers_to is not None:
+            kind, object_id = refers_to
+            extra[kind + "s"] = {"value": [str(object_id)], "modifier": "INCLUDES"}
+        for scene in self._scenes_after(SCENE_IDS_AFTER, extra, page_size):
+            yield scene["id"]
+
+    def reconcile_scenes(self, since: str | None = None, page_size: int = 1000) -> Iterator[dict]:
+        """Every scene (or those updated after ``since``) with the ``ReconcileScene`` fields, in id
+        order, ``page_size`` per request."""
+        extra = {"updated_at": {"value": since, "modifier": "GREATER_THAN"}} if since is not None else {}
+        return self._scenes_after(RECONCILE_SCENES_AFTER, extra, page_size)
+
+    def _scenes_after(self, query: str, scene_filter: dict, page_size: int) -> Iterator[dict]:
+        # Keyset paging (id > last seen), so scenes added or deleted meanwhile shift no page.
+        after = 0
         while True:
-            if since is None:
-                data = self.call(SCENE_IDS_PAGE, {"page": page, "perPage": page_size})
-            else:
-                data = self.call(SCENE_IDS_UPDATED_SINCE, {"since": since, "page": page, "perPage": page_size})
-            scenes = data["findScenes"]["scenes"]
-            for scene in scenes:
-                yield scene["id"]
+            variables = {"filter": dict(scene_filter, id={"value": after, "modifier": "GREATER_THAN"}),
+                         "perPage": page_size}
+            scenes = self.call(query, variables)["findScenes"]["scenes"]
+            yield from scenes
             if len(scenes) < page_size:
                 return
-            page += 1
+            after = int(scenes[-1]["id"])
 
     def latest_updated_at(self) -> str | None:
         """The newest scene ``updated_at`` as Stash stores it (RFC3339 in the server's local offset,

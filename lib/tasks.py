@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timedelta, timezone
 
 from lib import log
 from lib.queue import Queue
@@ -129,31 +128,15 @@ def sync_all(conn: dict, queue: Queue, args: dict) -> str:
 
 def sync_recent(conn: dict, queue: Queue, args: dict) -> str:
     """Queue the scenes updated in the last 24 hours, then process the queue in the foreground."""
+    from lib.stash import time_ago
+
     syncer = _syncer(conn, queue)
     latest = syncer.stash.latest_updated_at()
-    ids = list(syncer.stash.scene_ids(since=cutoff(latest, RECENT_HOURS))) if latest else []
+    ids = list(syncer.stash.scene_ids(since=time_ago(latest, RECENT_HOURS))) if latest else []
     queue.enqueue(ids, "sync_recent")
     if len(ids) > INDEX_FIRST:
         syncer.plex.index()
     return _drain(syncer, "Sync Recent", len(ids))
-
-
-def cutoff(stash_time: str, hours: float, now: datetime | None = None) -> str:
-    """``now - hours`` written the way Stash stores ``updated_at``: RFC3339 in the offset of
-    ``stash_time`` (a value Stash returned), because Stash compares these filters as strings
-    (reference/stash-plugin-protocol.md §10.2)."""
-    text = stash_time.strip()
-    if text.endswith("Z"):
-        offset = timedelta(0)
-    else:
-        sign = -1 if text[-6] == "-" else 1
-        offset = sign * timedelta(hours=int(text[-5:-3]), minutes=int(text[-2:]))
-    moment = (now or datetime.now(timezone.utc)).astimezone(timezone(offset)) - timedelta(hours=hours)
-    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if text.endswith("Z"):
-        return stamp + "Z"
-    zone = moment.strftime("%z")
-    return f"{stamp}{zone[:3]}:{zone[3:]}"
 
 
 def process_queue(conn: dict, queue: Queue, args: dict) -> str:

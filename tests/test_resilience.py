@@ -175,7 +175,7 @@ def test_breaker_file_is_written_atomically_and_only_on_change(tmp_path):
     assert not os.path.exists(b.path)  # a success while closed writes nothing
     b.record_failure("x", lambda: 0)
     assert json.load(open(b.path))["failures"] == 1
-    assert [f for f in os.listdir(tmp_path) if f.startswith(".breaker-")] == []
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")] == []
 
 
 # -- end to end ------------------------------------------------------------------------------
