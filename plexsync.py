@@ -22,6 +22,12 @@ if HERE not in sys.path:
 from lib import log  # noqa: E402  (after the path fix-up above)
 
 SCENE_HOOKS = ("Scene.Update.Post", "Scene.Create.Post")
+OBJECT_HOOKS = {  # hook type -> (kind, op): a change that reaches Plex through the object's scenes
+    "Performer.Update.Post": ("performer", "update"), "Performer.Destroy.Post": ("performer", "destroy"),
+    "Studio.Update.Post": ("studio", "update"), "Studio.Destroy.Post": ("studio", "destroy"),
+    "Tag.Update.Post": ("tag", "update"), "Tag.Destroy.Post": ("tag", "destroy"),
+    "Tag.Merge.Post": ("tag", "merge"),
+}
 
 
 def loads(text: str):
@@ -89,28 +95,63 @@ def open_queue(data_dir: str):
     return Queue(os.path.join(data_dir, "queue.db"))
 
 
+def _id(value, kind: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+        raise ValueError(f"{kind} hook without a valid id ({value!r:.40})")
+    return int(value)
+
+
+def process_instance(pid: int) -> str:
+    """A process's id and, where /proc tells it, its start time: unique across restarts."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f"{pid}:{f.read().rsplit(b')', 1)[1].split()[19].decode()}"
+    except (OSError, IndexError):
+        return str(pid)
+
+
+def note_stash_instance(queue, known) -> None:
+    """Flag the startup reconciliation when Stash (our parent process) started since the last
+    run: one meta write then, nothing otherwise."""
+    now = process_instance(os.getppid())
+    if now != known:
+        queue.set_meta("stash_instance", now)
+        queue.set_meta("reconcile_startup_due", "1")
+
+
 def hook(args: dict, stdin: bytes, data_dir: str) -> str:
-    """Queue the scene of a Scene hook and make sure the drainer runs. Nearly free by design."""
+    """Queue the scene (or the changed performer, studio or tag) of a hook and make sure the
+    drainer runs. Nearly free by design: no network, one small SQLite transaction."""
     from lib import drainer
 
     context = args.get("hookContext") or {}
     kind = context.get("type")
-    if kind not in SCENE_HOOKS:
+    if kind in SCENE_HOOKS:
+        scene_id = _id(context.get("id"), kind)
+        queue = open_queue(data_dir)
+        queue.enqueue([scene_id], "hook")
+        done = f"queued scene {scene_id}"
+    elif kind in OBJECT_HOOKS:
+        what, op = OBJECT_HOOKS[kind]
+        ids = [_id(context.get("id"), kind)]
+        if op == "merge":  # the merged-away tags: their scenes now carry the destination tag
+            ids += [_id(i, kind) for i in ((context.get("input") or {}).get("source") or [])]
+        queue = open_queue(data_dir)
+        for object_id in ids:
+            queue.enqueue_object(what, object_id, op)
+        done = f"queued the scenes of {what} {', '.join(map(str, ids))}"
+    else:
         return f"ignored {kind}"
-    scene_id = context.get("id")
-    if isinstance(scene_id, bool) or not isinstance(scene_id, (int, str)) or not str(scene_id).isdigit():
-        raise ValueError(f"{kind} hook without a scene id (hookContext.id = {scene_id!r:.40})")
-    queue = open_queue(data_dir)
-    queue.enqueue([int(scene_id)], "hook")
-    halt = queue.get_meta("halt_reason")
-    if halt:
-        log.warning(f"PlexSync is not syncing: {halt}. Scene {scene_id} is queued and waits.")
+    meta = queue.get_metas("halt_reason", "stash_instance")
+    note_stash_instance(queue, meta.get("stash_instance"))
+    if meta.get("halt_reason"):
+        log.warning(f"PlexSync is not syncing: {meta['halt_reason']}. The change is queued and waits.")
     drainer.ensure_running(data_dir, stdin)
-    return f"queued scene {scene_id}"
+    return done
 
 
 def task(args: dict, conn: dict, stdin: bytes, data_dir: str) -> str:
-    from lib import drainer, tasks
+    from lib import drainer, reconcile, tasks
     from lib.plex import configure_plexapi
 
     mode = args.get("mode")
@@ -122,10 +163,12 @@ def task(args: dict, conn: dict, stdin: bytes, data_dir: str) -> str:
     os.makedirs(data_dir, exist_ok=True)
     configure_plexapi(data_dir)
     queue = open_queue(data_dir)
+    note_stash_instance(queue, queue.get_meta("stash_instance"))
     try:
         return function(conn, queue, args)
     finally:
-        if queue.pending():  # recovery on every invocation: queued work always has a drainer
+        # recovery on every invocation: queued work, or a reconciliation due, always has a drainer
+        if queue.pending() or reconcile.due(queue) is not None:
             drainer.ensure_running(data_dir, stdin)
 
 

@@ -75,7 +75,7 @@ def run(data_dir: str, server_connection: dict, queue) -> str:
     A halt (bad Plex token, bad settings) is stored as ``halt_reason`` in the queue's meta table,
     where hooks and Queue Status show it; the jobs stay queued.
     """
-    from lib import health, log
+    from lib import health, log, reconcile
     from lib.breaker import OPEN
     from lib.errors import classify
     from lib.plex import PlexConfigError
@@ -102,6 +102,7 @@ def run(data_dir: str, server_connection: dict, queue) -> str:
                 if settings is None or fresh.raw != settings.raw:
                     settings, syncer, breaker = fresh, None, open_breaker(fresh, data_dir)
                     queue.set_meta("halt_reason", None)
+                    reconcile.schedule(queue, settings)
                 settings_read = time.monotonic()
             stash_wait, stash_down_since = STASH_RETRY[0], None
             if breaker.state == OPEN:
@@ -120,6 +121,11 @@ def run(data_dir: str, server_connection: dict, queue) -> str:
             else:
                 if syncer is None:
                     syncer = Syncer(settings, stash, connect(settings), queue, breaker)
+                which = reconcile.due(queue)
+                if which is not None:
+                    reconcile.reconcile(stash, syncer.plex, queue, settings, data_dir,
+                                        "24h" if which == "startup" else settings["reconcile_scope"])
+                    queue.set_meta("reconcile_startup_due", None)
                 outcomes = syncer.run_batch()
         except (Halt, SettingsError, PlexConfigError) as exc:
             return _halt(queue, str(exc))

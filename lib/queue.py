@@ -429,6 +429,11 @@ class Queue:
 
     # -- meta -----------------------------------------------------------------------------------
 
+    def get_metas(self, *keys: str) -> dict:
+        """Several meta values at once: key -> value (absent keys are missing)."""
+        return dict(self._conn.execute(f"SELECT key, value FROM meta WHERE key IN ({','.join('?' * len(keys))})",
+                                       keys).fetchall())
+
     def get_meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None

@@ -33,7 +33,7 @@ from lib.gaps import PlexFiles, unclaimed
 from lib.lock import write_json
 from lib.paths import PathRuleError
 from lib.plex import part_file
-from lib.stash import time_ago
+from lib.settings import INTERVALS
 
 KINDS = ("missing_from_plex", "stale", "empty_metadata", "different_metadata", "missing_from_stash")
 SCOPES = {"all": None, "24h": 24.0, "7days": 24.0 * 7}  # scope -> hours back (None = every scene)
@@ -130,6 +130,9 @@ def reconcile(stash, plex, queue, settings, data_dir: str, scope: str = "all",
     hours = SCOPES[scope]
     since = None
     if hours is not None:
+        from lib.stash import time_ago
+
+
         latest = stash.latest_updated_at()
         since = time_ago(latest, hours) if latest else None
     gaps: dict = {kind: [] for kind in KINDS}
@@ -170,6 +173,7 @@ def reconcile(stash, plex, queue, settings, data_dir: str, scope: str = "all",
     queue.set_meta("reconcile_last", json.dumps({k: report[k] for k in ("generated_at", "scope", "seconds",
                                                                          "counts", "queued")}))
     queue.set_meta("reconcile_last_at", str(started))
+    schedule(queue, settings)
     log.info("Reconcile " + scope + ": " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())
              + f"; queued {len(queued)} repairs" + ("" if hours is None else " (missing from Stash: checked by All only)"))
     if progress:
@@ -199,3 +203,26 @@ def _judge(scene: dict, state: dict, files: PlexFiles, rows: dict, claimed: set,
     kind, fields = metadata_gap(desired_state(scene, settings), row, state, settings)
     item["fields"] = fields
     return kind, item
+
+
+def due(queue, now: float | None = None) -> str | None:
+    """Which automatic reconciliation is due: ``"startup"`` (Stash started since the last run:
+    the last 24 hours are compared), ``"scheduled"`` (``reconcile_interval`` elapsed), or None.
+    Reads two meta values: cheap enough for every invocation."""
+    meta = queue.get_metas("reconcile_startup_due", "reconcile_next_at")
+    if meta.get("reconcile_startup_due"):
+        return "startup"
+    next_at = meta.get("reconcile_next_at")
+    if next_at and float(next_at) <= (time.time() if now is None else now):
+        return "scheduled"
+    return None
+
+
+def schedule(queue, settings) -> None:
+    """Set when the next automatic reconciliation is due from ``reconcile_interval`` (at once when
+    none ran yet; never when the interval is ``never``)."""
+    interval = INTERVALS[settings["reconcile_interval"]]
+    last = queue.get_meta("reconcile_last_at")
+    next_at = None if interval is None else (float(last) + interval if last else time.time())
+    if queue.get_meta("reconcile_next_at") != (None if next_at is None else str(next_at)):
+        queue.set_meta("reconcile_next_at", None if next_at is None else str(next_at))

@@ -65,6 +65,13 @@ SETTINGS = [
             "speed at once. Default 5,10,20."),
     Setting("recovery_step_seconds", "NUMBER", 60, "Recovery ramp step (seconds)",
             "How long each step of the recovery ramp lasts. Default 60."),
+    Setting("reconcile_interval", "STRING", "never", "Automatic reconciliation",
+            "How often PlexSync compares all of Stash with Plex by itself and queues repairs: never, "
+            "hourly, daily or weekly. Default never (the first run after Stash starts still checks "
+            "the last 24 hours)."),
+    Setting("reconcile_scope", "STRING", "all", "Automatic reconciliation scope",
+            "Which scenes the automatic reconciliation compares: all, 24h or 7days (by Stash's "
+            "updated_at). Default all."),
     Setting("plex_scan_wait_hours", "NUMBER", 24, "Wait for Plex scan (hours)",
             "How long a scene whose file Plex has not indexed yet stays queued before it goes to "
             "the dead letter queue. Default 24."),
@@ -78,6 +85,7 @@ SETTINGS = [
 ]
 
 DEFAULTS = {s.name: s.default for s in SETTINGS}
+INTERVALS = {"never": None, "hourly": 3600.0, "daily": 86400.0, "weekly": 7 * 86400.0}  # seconds
 _TYPES = {s.name: s.type for s in SETTINGS}
 _LIMITS = {  # inclusive bounds of NUMBER settings
     "max_retries": (0, 100),
@@ -151,6 +159,11 @@ def load(raw: dict | None) -> Settings:
     out["plex_url"] = url.rstrip("/")
     if not out["plex_token"]:
         problems.append("setting plex_token: required (the X-Plex-Token of a Plex admin)")
+    choices = {"reconcile_interval": INTERVALS, "reconcile_scope": ("all", "24h", "7days")}
+    for name, allowed in choices.items():
+        out[name] = out[name].lower() or DEFAULTS[name]
+        if out[name] not in allowed:
+            problems.append(f"setting {name}: expected one of {', '.join(allowed)}, got {out[name]!r:.40}")
     out.libraries = [t.strip() for t in out["plex_libraries"].split(",") if t.strip()]
     try:
         out.path_mapper = parse_path_map(out["path_map"])

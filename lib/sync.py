@@ -48,6 +48,15 @@ SCAN_FIRST = 30.0     # seconds before the first re-check of a file Plex has not
 SCAN_CAP = 900.0      # seconds between later re-checks
 
 
+def refs(scene: dict) -> str:
+    """The performers, tags and studio a scene refers to, as stored for rename hooks:
+    ``" p12 p13 t5 s3 "`` (see ``Queue.scenes_referring``)."""
+    ids = [f"p{p['id']}" for p in scene.get("performers") or []] + [f"t{t['id']}" for t in scene.get("tags") or []]
+    if scene.get("studio"):
+        ids.append(f"s{scene['studio']['id']}")
+    return f" {' '.join(ids)} "
+
+
 class Halt(Exception):
     """Processing must stop and the jobs wait: Plex refused the token or Stash refused our
     credentials. The message is one line for the user."""
@@ -128,6 +137,7 @@ class Syncer:
         state = self.breaker.state
         if state == OPEN:
             return []
+        self.expand_objects()
         jobs = self.queue.claim(1 if state == HALF_OPEN else limit, LEASE, self.worker)
         if not jobs:
             return []
@@ -146,6 +156,18 @@ class Syncer:
         finally:
             self.queue.release(self.worker)  # whatever this batch did not settle
         return outcomes
+
+    def expand_objects(self) -> int:
+        """Queue every scene that refers to a performer, studio or tag a hook reported changed:
+        those Stash links to it now, and those whose last push named it (after a destroy or merge
+        Stash links them no more). Returns how many scenes were queued. Raises StashError."""
+        queued = 0
+        for kind, object_id, op, enqueued_at in self.queue.object_jobs():
+            linked = set() if op == "destroy" else {int(s) for s in self.stash.scene_ids(refers_to=(kind, object_id))}
+            scenes = linked | set(self.queue.scenes_referring(kind, object_id))
+            queued += self.queue.expand_object(kind, object_id, enqueued_at, sorted(scenes))
+            log.info(f"{kind} {object_id} {op}: queued its {len(scenes)} scenes")
+        return queued
 
     def process(self, job: Job, scene: dict | None) -> Outcome:
         """Bring Plex in line with ``scene`` (None: deleted in Stash) and settle the job: done,
@@ -267,7 +289,7 @@ class Syncer:
         parts = [p.file for p in item.iterParts()]
         self.queue.save_scene_state(job.scene_id, rating_key, int(item.librarySectionID),
                                     parts[0] if parts else "", shas["poster"], shas["art"], pushed,
-                                    scene.get("updated_at"))
+                                    scene.get("updated_at"), refs(scene))
         self.queue.complete(job, self.worker)
         changed = bool(params) or uploaded
         log.debug(f"scene {job.scene_id} -> ratingKey {rating_key}: "

@@ -6,6 +6,7 @@ killed task loses nothing; its claimed jobs are released by the next run.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -147,6 +148,41 @@ def process_queue(conn: dict, queue: Queue, args: dict) -> str:
     return summary + (f"; {waiting} jobs wait for a later attempt" if waiting else "")
 
 
+def _reconcile(conn: dict, queue: Queue, scope: str, kinds: tuple | None = None) -> str:
+    from lib import reconcile
+
+    syncer = _syncer(conn, queue)
+    kinds = kinds or ("missing_from_plex", "stale", "empty_metadata", "different_metadata")
+    report = reconcile.reconcile(syncer.stash, syncer.plex, queue, syncer.settings, _data_dir(queue), scope,
+                                 kinds, progress=log.progress)
+    counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in report["counts"].items()
+                       if k != "missing_from_stash" or report["missing_from_stash_checked"])
+    for item in report["gaps"]["missing_from_stash"][:50]:
+        log.warning(f"missing from Stash: ratingKey {item['ratingKey']} {item['plex_path']}")
+    return (f"Reconcile ({scope}): {counts}; queued {report['queued']} repairs; report in "
+            f"{os.path.join(_data_dir(queue), reconcile.REPORT)}")
+
+
+def reconcile_all(conn: dict, queue: Queue, args: dict) -> str:
+    """Compare every scene with Plex, both ways; queue the repairs; write the JSON gap report."""
+    return _reconcile(conn, queue, "all")
+
+
+def reconcile_recent(conn: dict, queue: Queue, args: dict) -> str:
+    """The same for the scenes updated in the last 24 hours."""
+    return _reconcile(conn, queue, "24h")
+
+
+def reconcile_week(conn: dict, queue: Queue, args: dict) -> str:
+    """The same for the scenes updated in the last 7 days."""
+    return _reconcile(conn, queue, "7days")
+
+
+def reconcile_missing_metadata(conn: dict, queue: Queue, args: dict) -> str:
+    """Compare every scene; queue repairs only for Plex items that show none of Stash's metadata."""
+    return _reconcile(conn, queue, "all", ("empty_metadata",))
+
+
 def _ago(t: float | None, now: float) -> str:
     from lib.breaker import duration_text
 
@@ -177,6 +213,15 @@ def queue_status(conn: dict, queue: Queue, args: dict) -> str:
     halt = queue.get_meta("halt_reason")
     if halt:
         lines.append(f"sync stopped: {halt}")
+    last = json.loads(queue.get_meta("reconcile_last") or "null")
+    if last:
+        lines.append(f"last reconciliation: {last['generated_at']} ({last['scope']}): " + ", ".join(
+            f"{k.replace('_', ' ')}: {v}" for k, v in last["counts"].items()) + f"; queued {last['queued']}")
+    else:
+        lines.append("last reconciliation: never")
+    next_at = queue.get_meta("reconcile_next_at")
+    lines.append("next automatic reconciliation: " + (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(next_at)))
+                                                      if next_at else "not scheduled (reconcile_interval is never)"))
     for scene_id, reason, path, detail, _seen in queue.unmatched(limit=100):
         lines.append(f"unmatched scene {scene_id} ({reason}): {path or ''} {detail}".rstrip())
     for line in lines:
@@ -325,4 +370,8 @@ TASKS = {
     "recover_outage_jobs": (recover_outage_jobs, True),
     "clear_dead_letters": (clear_dead_letters, False),
     "purge_dead_letters": (purge_dead_letters, False),
+    "reconcile_all": (reconcile_all, True),
+    "reconcile_recent": (reconcile_recent, True),
+    "reconcile_week": (reconcile_week, True),
+    "reconcile_missing_metadata": (reconcile_missing_metadata, True),
 }  # mode -> (function, needs plexapi and requests)

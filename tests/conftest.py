@@ -33,6 +33,15 @@ class World:
     def item(self, scene_id):
         return self.plex.items[self.lib.in_plex[str(scene_id)]]
 
+    def seen_by_stash(self):
+        """Record this process (the plugin's parent, as Stash is) as the Stash instance the plugin
+        already ran under, so that no startup reconciliation runs unless a test asks for it."""
+        import plexsync
+
+        q = self.queue()
+        q.set_meta("stash_instance", plexsync.process_instance(os.getpid()))
+        q.close()
+
     def queue(self):
         from lib.queue import Queue
 
@@ -49,6 +58,7 @@ def make_world(tmp_path, n=60, **lib_kw):
     os.makedirs(plugin_dir)
     world = World(stash, plex, lib, plugin_dir)
     world.settings()
+    world.seen_by_stash()
     return world
 
 

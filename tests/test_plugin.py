@@ -127,7 +127,7 @@ def test_repeated_hooks_keep_one_pending_job(world):
 def test_hook_ignores_other_triggers(world):
     run = world.run({"hookContext": {"id": 3, "type": "Gallery.Update.Post"}})
     assert run.output == "ignored Gallery.Update.Post"
-    assert not os.path.exists(os.path.join(world.plugin_dir, "data", "queue.db"))
+    assert world.queue().pending() == 0 and drainer_pid(world.plugin_dir) is None
 
 
 def test_scene_create_for_unscanned_file_waits_then_syncs_after_plex_scan(world):
