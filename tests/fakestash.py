@@ -899,6 +899,28 @@ class FakeStash:
     def rename_tag(self, tag_id: str, name: str) -> None:
         self._rename(self.tags, "tag", tag_id, name)
 
+    def delete_tag(self, tag_id: str) -> None:
+        """``tagDestroy``: the tag and its scene links go; the scenes' ``updated_at`` stay as they
+        were (the join rows are deleted, the scenes are not updated) [inferred, §2]."""
+        with self._lock:
+            self.tags.pop(str(tag_id))
+            for rec in self.scenes.values():
+                if str(tag_id) in rec["tag_ids"]:
+                    rec["tag_ids"] = [t for t in rec["tag_ids"] if t != str(tag_id)]
+            self._changed()
+
+    def merge_tags(self, source_ids, destination_id: str) -> None:
+        """``tagsMerge``: scenes of the source tags get the destination tag; the sources go."""
+        sources = {str(s) for s in source_ids}
+        with self._lock:
+            for rec in self.scenes.values():
+                if sources & set(rec["tag_ids"]):
+                    kept = [t for t in rec["tag_ids"] if t not in sources]
+                    rec["tag_ids"] = kept + ([] if str(destination_id) in kept else [str(destination_id)])
+            for source in sources:
+                self.tags.pop(source)
+            self._changed()
+
     def set_performer_image(self, performer_id: str, has_image: bool = True) -> None:
         """Re-image a performer (§2: scenes' ``updated_at`` stays unchanged)."""
         with self._lock:

@@ -86,15 +86,21 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):
 
 
 def stop_drainer(plugin_dir: str, timeout: float = 20.0) -> None:
-    """Wait up to ``timeout`` seconds for the drainer to go idle and exit; then kill it."""
+    """Wait up to ``timeout`` seconds for the drainer to go idle and exit; then kill it, and any
+    drainer that takes its place (one started meanwhile waits for the lock), until none is left."""
     if wait_until(lambda: drainer_pid(plugin_dir) is None, timeout):
         return
-    pid = drainer_pid(plugin_dir)
-    if pid and pid > 0:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pid = drainer_pid(plugin_dir)
+        if pid is None:
+            return
+        if pid > 0:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.02)
 
 
 def drainer_log(plugin_dir: str) -> str:
