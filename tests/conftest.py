@@ -69,3 +69,6 @@ def world(tmp_path):
     stop_drainer(w.plugin_dir, timeout=0)
     w.stash.stop()
     w.plex.stop()
+    # every GraphQL document the plugin sent validated against the Stash schema (the real one
+    # when ../shared/stash-schema exists)
+    assert w.stash.invalid_queries == []
