@@ -8,7 +8,7 @@ import pytest  # noqa: E402
 
 from fakeplex import FakePlex  # noqa: E402
 from fakestash import FakeStash  # noqa: E402
-from harness import run_plugin, stdin_for, stop_drainer  # noqa: E402
+from harness import run_plugin, stdin_for, stop_drainer, wait_until  # noqa: E402
 from library import build_library  # noqa: E402
 
 PLEX_TOKEN = "plex-SECRET-token-8472"
@@ -28,7 +28,14 @@ class World:
         self.stash.plugin_settings = {"plexsync": {k: v for k, v in base.items() if v is not None}}
 
     def run(self, args, **kw):
-        return run_plugin(stdin_for(self.stash, self.plugin_dir, args), **kw)
+        """Run plexsync.py as Stash does. After a task, also wait for the background drainer to
+        settle any batch it claimed meanwhile, so that the test sees the queue's final word."""
+        result = run_plugin(stdin_for(self.stash, self.plugin_dir, args), **kw)
+        if "mode" in args:
+            q = self.queue()
+            wait_until(lambda: q.counts()["claimed"] == 0, 15)
+            q.close()
+        return result
 
     def item(self, scene_id):
         return self.plex.items[self.lib.in_plex[str(scene_id)]]

@@ -196,7 +196,77 @@ class _HTTPError(Exception):
 
 
 def _xml(root: ET.Element) -> bytes:
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    """``ET.tostring(root, encoding="utf-8", xml_declaration=True)``, byte for byte, ~4x faster
+    for the plain trees built here (a listing page of 5,000 items); anything else (namespaces,
+    comments, non-string values) goes to ElementTree itself."""
+    out = ["<?xml version='1.0' encoding='utf-8'?>\n"]
+    try:
+        _serialize(root, out)
+    except _NotPlain:
+        return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return "".join(out).encode("utf-8", "xmlcharrefreplace")
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _escape_attrib(text: str) -> str:  # xml.etree.ElementTree._escape_attrib
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    if '"' in text:
+        text = text.replace('"', "&quot;")
+    if "\r" in text:
+        text = text.replace("\r", "&#13;")
+    if "\n" in text:
+        text = text.replace("\n", "&#10;")
+    if "\t" in text:
+        text = text.replace("\t", "&#09;")
+    return text
+
+
+def _escape_cdata(text: str) -> str:  # xml.etree.ElementTree._escape_cdata
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    return text
+
+
+def _serialize(elem: ET.Element, out: list) -> None:
+    """ElementTree's ``_serialize_xml`` for elements with plain string tags, keys and values."""
+    tag = elem.tag
+    if type(tag) is not str or tag[:1] == "{":
+        raise _NotPlain
+    parts = ["<", tag]
+    for k, v in elem.items():
+        if type(k) is not str or type(v) is not str or k[:1] == "{":
+            raise _NotPlain
+        parts.append(f' {k}="{_escape_attrib(v)}"')
+    out.append("".join(parts))
+    text = elem.text
+    if text is not None and type(text) is not str:
+        raise _NotPlain
+    if text or len(elem):
+        out.append(">")
+        if text:
+            out.append(_escape_cdata(text))
+        for child in elem:
+            _serialize(child, out)
+        out.append(f"</{tag}>")
+    else:
+        out.append(" />")
+    tail = elem.tail
+    if tail:
+        if type(tail) is not str:
+            raise _NotPlain
+        out.append(_escape_cdata(tail))
 
 
 def _ext(path: str) -> str:

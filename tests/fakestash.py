@@ -19,6 +19,7 @@ they keep the timestamps, the path index and the query cache consistent.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import glob
@@ -1261,8 +1262,34 @@ class FakeStash:
         out.sort(key=key, reverse=desc)
         return out
 
+    def _keyset_scenes(self, scene_filter: dict, find_filter: dict) -> Optional[List[dict]]:
+        """Keyset paging (``id > last seen``, sorted by id) without a full scan per page: the list
+        for the other criteria is cached, the id bound is a bisection of it. Same result as the
+        general path (ids are unique, so the id sort is total); None when the query is not of
+        this shape."""
+        crit = scene_filter.get("id")
+        if (not isinstance(crit, dict) or scene_filter.get("OR") or find_filter.get("sort") != "id"
+                or crit.get("modifier") not in ("GREATER_THAN", "LESS_THAN") or type(crit.get("value")) is not int):
+            return None
+        rest = {k: v for k, v in scene_filter.items() if k != "id"}
+        base = self._query_scenes(rest, find_filter)
+        desc = (find_filter.get("direction") or "ASC") == "DESC"
+        key = ("id keys", json.dumps(rest, sort_keys=True, default=str), desc, find_filter.get("q"),
+               self._version, len(self.scenes))
+        keys = self._query_cache.get(key)
+        if keys is None:  # ascending sort keys of base: the ids, negated when sorted DESC
+            keys = [-int(r["id"]) if desc else int(r["id"]) for r in base]
+            self._query_cache[key] = keys
+        v = crit["value"]
+        if (crit["modifier"] == "GREATER_THAN") != desc:  # id > v ascending, or id < v descending
+            return base[bisect.bisect_right(keys, -v if desc else v):]
+        return base[:bisect.bisect_left(keys, -v if desc else v)]
+
     def _query_scenes(self, scene_filter: dict, find_filter: dict) -> List[dict]:
         """Filtered + sorted scene list (cached per filter/sort until the next write)."""
+        fast = self._keyset_scenes(scene_filter, find_filter)
+        if fast is not None:
+            return fast
         sort = find_filter.get("sort") or None
         direction = find_filter.get("direction") or "ASC"
         q = find_filter.get("q")

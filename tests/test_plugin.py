@@ -378,6 +378,7 @@ def test_max_retries_bounds_attempts_before_the_dead_letter_queue(world):
     counts = world.queue().counts()
     assert counts["dead_letters"] > 0
     assert "retries_exhausted" in " ".join(m for _, m in run.logs)
+    stop_drainer(world.plugin_dir, timeout=0)
     world.settings(max_retries=3, breaker_threshold=1000)
     world.plex.fail(500, paths=r"^/library/metadata/\d+$")
     world.queue().enqueue([int(plain_scene_ids(world)[0])], "hook")
@@ -399,6 +400,7 @@ def test_weak_match_is_logged_not_applied_unless_allowed(world):
     run = world.run({"mode": "sync_all"})
     assert world.plex.items[rk].locked == set()
     assert any(f"scene {sid}: weak match" in m for _, m in run.logs)
+    stop_drainer(world.plugin_dir, timeout=0)  # a running drainer reads new settings within 60 s
     world.settings(allow_weak_match=True)
     world.queue().enqueue([int(sid)], "hook")
     world.run({"mode": "process_queue"})
