@@ -104,7 +104,6 @@ def run(data_dir: str, server_connection: dict, queue) -> str:
                     queue.set_meta("halt_reason", None)
                     reconcile.schedule(queue, settings)
                 settings_read = time.monotonic()
-            stash_wait, stash_down_since = STASH_RETRY[0], None
             if breaker.state == OPEN:
                 if queue.next_due() is None:
                     outcomes = []
@@ -147,6 +146,7 @@ def run(data_dir: str, server_connection: dict, queue) -> str:
             breaker.record_failure(failure.message, queue.pending)
             syncer = None
             continue
+        stash_wait, stash_down_since = STASH_RETRY[0], None  # Stash answered this round
         if outcomes:
             continue
         due = queue.next_due()

@@ -35,12 +35,15 @@ import zlib
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import parse_qs, quote, urlsplit
 
 import graphql
 from graphql import GraphQLError
-from graphql.execution.values import get_variable_values
+from graphql import (FieldNode, FragmentDefinitionNode, FragmentSpreadNode, GraphQLEnumType, GraphQLList,
+                     GraphQLNonNull, GraphQLObjectType, GraphQLScalarType, InlineFragmentNode, OperationType, Undefined)
+from graphql.execution.values import get_argument_values, get_variable_values
+from graphql.pyutils import is_iterable
 from graphql.utilities import get_operation_ast
 
 __all__ = ["FakeStash", "Req", "REAL_SCHEMA_DIR", "MIN_SCHEMA_PATH", "load_schema", "file_props", "sql_like"]
@@ -586,6 +589,111 @@ class _Root:
         return dict(input or {})
 
 
+# --------------------------------------------------------------------------- fast query execution
+
+class _Slow(Exception):
+    """The fast executor does not model this: graphql-core executes the request."""
+
+
+_NON_NULL, _LIST = "!", "[]"
+
+
+class _FastInfo:
+    """What the fake's resolvers read from graphql-core's ``GraphQLResolveInfo`` (``context``);
+    any other attribute is absent, so a resolver needing one fails and graphql-core takes over."""
+
+    __slots__ = ("context", "schema", "variables", "field_name")
+
+    def __init__(self, context: _Ctx, schema: Any, variables: Any) -> None:
+        self.context, self.schema, self.variables, self.field_name = context, schema, variables, None
+
+
+def _plan_selections(schema: Any, parent: Any, selection_set: Any, fragments: dict, seen: dict) -> list:
+    """[(response key, field name, field def, field node, wrappers, named type, sub-plan)] of an
+    object type's selection set, fragments inlined (only on the same object type)."""
+    plan: list = []
+    for sel in selection_set.selections:
+        if sel.directives:
+            raise _Slow
+        if isinstance(sel, FieldNode):
+            name = sel.name.value
+            response_key = sel.alias.value if sel.alias else name
+            if response_key in seen:
+                raise _Slow  # field merging: leave it to graphql-core
+            seen[response_key] = True
+            if name == "__typename":
+                plan.append((response_key, name, None, sel, (), parent, None))
+                continue
+            if name.startswith("__"):
+                raise _Slow
+            fdef = parent.fields[name]
+            wrappers, t = [], fdef.type
+            while isinstance(t, (GraphQLNonNull, GraphQLList)):
+                wrappers.append(_NON_NULL if isinstance(t, GraphQLNonNull) else _LIST)
+                t = t.of_type
+            if isinstance(t, (GraphQLScalarType, GraphQLEnumType)):
+                sub = None
+            elif isinstance(t, GraphQLObjectType) and sel.selection_set is not None and not t.is_type_of:
+                sub = _plan_selections(schema, t, sel.selection_set, fragments, {})
+            else:
+                raise _Slow
+            plan.append((response_key, name, fdef, sel, tuple(wrappers), t, sub))
+        else:
+            if isinstance(sel, FragmentSpreadNode):
+                frag = fragments[sel.name.value]
+                if frag.directives:
+                    raise _Slow
+                cond, inner = frag.type_condition, frag.selection_set
+            elif isinstance(sel, InlineFragmentNode):
+                cond, inner = sel.type_condition, sel.selection_set
+            else:
+                raise _Slow
+            if cond is not None and cond.name.value != parent.name:
+                raise _Slow
+            plan.extend(_plan_selections(schema, parent, inner, fragments, seen))
+    return plan
+
+
+def _run_plan(plan: list, source: Any, info: _FastInfo) -> dict:
+    out: Dict[str, Any] = {}
+    mapping = isinstance(source, Mapping)
+    for response_key, name, fdef, node, wrappers, named, sub in plan:
+        if fdef is None:  # __typename
+            out[response_key] = named.name
+            continue
+        value = source.get(name) if mapping else getattr(source, name, None)
+        if callable(value):  # graphql-core's default resolver
+            info.field_name = name
+            args = get_argument_values(fdef, node, info.variables) if fdef.args else {}
+            value = value(info, **args)
+        out[response_key] = _complete(value, wrappers, 0, named, sub, info)
+    return out
+
+
+def _complete(value: Any, wrappers: tuple, i: int, named: Any, sub: Optional[list], info: _FastInfo) -> Any:
+    if isinstance(value, Exception):
+        raise _Slow
+    if i < len(wrappers):
+        if wrappers[i] == _NON_NULL:
+            done = _complete(value, wrappers, i + 1, named, sub, info)
+            if done is None:
+                raise _Slow
+            return done
+        if value is None:
+            return None
+        if not is_iterable(value):
+            raise _Slow
+        return [_complete(v, wrappers, i + 1, named, sub, info) for v in value]
+    if value is None:
+        return None
+    if sub is None:
+        done = named.coerce_output_value(value)
+        if done is None or done is Undefined:
+            raise _Slow
+        return done
+    return _run_plan(sub, value, info)
+
+
 # --------------------------------------------------------------------------- HTTP
 
 _IMAGE_ROUTE = re.compile(r"^/(scene|performer|studio|tag)/([^/]+)/(screenshot|preview|stream|image)$")
@@ -699,6 +807,10 @@ class FakeStash:
         self._version = 0
         self._query_cache: Dict[Any, List[dict]] = {}
         self._doc_cache: Dict[str, Tuple[Any, List[str]]] = {}
+        self._plan_cache: Dict[Any, Tuple[Any, Optional[list]]] = {}
+        # Queries run through _fast_execute (same data as graphql-core, ~20x faster); False: always
+        # graphql-core.
+        self.fast_graphql = True
         self._path_index: Optional[Dict[str, List[str]]] = None
         self._img_cache: Dict[Tuple, bytes] = {}
         self._root = _Root(self)
@@ -1420,13 +1532,44 @@ class FakeStash:
             code = "GRAPHQL_PARSE_FAILED" if doc is None else "GRAPHQL_VALIDATION_FAILED"
             return 422, {"errors": [{"message": m, "extensions": {"code": code}} for m in errors], "data": None}
         with self._lock:
-            result = graphql.execute_sync(self.schema, doc, root_value=self._root, context_value=_Ctx(self, base),
+            ctx = _Ctx(self, base)
+            data = self._fast_execute(doc, op, coerced, ctx) if self.fast_graphql else None
+            if data is not None:
+                return 200, {"data": data}
+            result = graphql.execute_sync(self.schema, doc, root_value=self._root, context_value=ctx,
                                           variable_values=variables or {}, operation_name=operation_name)
         body: Dict[str, Any] = {}
         if result.errors:
             body["errors"] = [e.formatted for e in result.errors]
         body["data"] = result.data
         return 200, body
+
+    def _fast_execute(self, doc: Any, op: Any, variables: Any, ctx: _Ctx) -> Optional[dict]:
+        """The ``data`` graphql-core would return for a query without errors, computed without its
+        per-field machinery (a 1,000-scene page costs ~0.2 s there), or None: then graphql-core
+        runs the request. Same resolvers (graphql-core's default resolver rules), same argument
+        coercion, same output coercion of scalars and enums, same field order. Anything this does
+        not model (mutations, directives, abstract types, repeated response keys, any error or
+        null in a non-null position) returns None, so errors always come from graphql-core."""
+        if op.operation != OperationType.QUERY:
+            return None
+        key = (id(doc), op.name.value if op.name else None)
+        plan = self._plan_cache.get(key)
+        if plan is None or plan[0] is not doc:
+            fragments = {d.name.value: d for d in doc.definitions if isinstance(d, FragmentDefinitionNode)}
+            try:
+                plan = (doc, _plan_selections(self.schema, self.schema.query_type, op.selection_set, fragments, {}))
+            except _Slow:
+                plan = (doc, None)
+            if len(self._plan_cache) > 256:
+                self._plan_cache.clear()
+            self._plan_cache[key] = plan
+        if plan[1] is None:
+            return None
+        try:
+            return _run_plan(plan[1], self._root, _FastInfo(ctx, self.schema, variables))
+        except Exception:  # noqa: BLE001 - graphql-core reruns it and reports the error its way
+            return None
 
     # ------------------------------------------------------------------ HTTP plumbing
     def _authorized(self, h: _Handler, query: Dict[str, List[str]]) -> bool:
