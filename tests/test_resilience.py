@@ -313,3 +313,17 @@ def test_two_tasks_at_once_never_process_a_job_twice(world):
         p.wait(timeout=120)
     edits = [r.query.get("id", [""])[0] for r in world.plex.requests if r.method == "PUT"]
     assert len(edits) == len(set(edits)) == len(world.lib.in_plex), outputs
+
+
+def test_stash_down_keeps_jobs_waiting_and_the_drainer_resumes_when_it_is_back(world):
+    sid = next(s for s in world.lib.in_plex if s not in set(world.lib.special.values()))
+    world.run(hook_args(int(sid)))  # a drainer starts and syncs this scene
+    q = world.queue()
+    assert wait_until(lambda: q.pending() == 0 or q.counts()["waiting"] == q.pending(), timeout=30)
+    world.stash.stop()
+    world.stash.scenes[sid]["title"] = "edited while Stash restarts"
+    assert world.run(hook_args(int(sid))).output == f"queued scene {sid}"  # the hook needs no Stash
+    assert wait_until(lambda: "Stash is unreachable" in drainer_log(world.plugin_dir), timeout=30)
+    assert q.counts()["dead_letters"] == 0 and q.pending() >= 1
+    world.stash.start()
+    assert wait_until(lambda: world.item(sid).title == "edited while Stash restarts", timeout=60)
