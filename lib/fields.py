@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import date
+from functools import lru_cache
 from urllib.parse import quote
 
 LIMITS = {"title": 255, "studio": 255, "tag": 255, "summary": 20000}  # characters
@@ -76,10 +77,16 @@ def scene_title(scene: dict) -> str:
     return ""
 
 
+@lru_cache(maxsize=65536)
+def _clean_name(name: str) -> str:
+    # the same performer, tag and studio names recur in thousands of scenes: clean each once
+    return clean_line(name, LIMITS["tag"])
+
+
 def _unique(names) -> list[str]:
     seen, out = set(), []
     for name in names:
-        name = clean_line(name, LIMITS["tag"])
+        name = _clean_name(name or "")
         if name and name.casefold() not in seen:
             seen.add(name.casefold())
             out.append(name)
@@ -98,7 +105,7 @@ def desired_state(scene: dict, settings: dict) -> dict:
         out["title"] = scene_title(scene)  # never blank a Plex title
     if settings["sync_summary"]:
         out["summary"] = clean_text(scene.get("details"), LIMITS["summary"])
-    studio = clean_line((scene.get("studio") or {}).get("name"), LIMITS["studio"])
+    studio = _clean_name((scene.get("studio") or {}).get("name") or "")
     if settings["sync_studio"]:
         out["studio"] = studio
     if settings["sync_date"]:

@@ -24,22 +24,30 @@ class PlexFiles:
     ``add(rating_key, path)`` records a part; ``find(mapped, mapper)`` returns the recorded paths
     equal to ``mapped.path`` (a :class:`lib.paths.Mapping`), compared case-insensitively when the
     rule that mapped it has the ``i`` option. ``keys[path]`` is the set of ratingKeys of a path.
+    Built for 100,000 items: the case-folded view is made only when a rule asks for it.
     """
 
     def __init__(self) -> None:
         self.keys: Dict[str, Set[str]] = {}
-        self._folded: Dict[str, List[str]] = {}
+        self._folded: Optional[Dict[str, List[str]]] = None
 
     def add(self, rating_key: str, path: str) -> None:
-        if path not in self.keys:
-            self.keys[path] = set()
-            self._folded.setdefault(path.casefold(), []).append(path)
-        self.keys[path].add(str(rating_key))
+        keys = self.keys.get(path)
+        if keys is None:
+            self.keys[path] = {str(rating_key)}
+            if self._folded is not None:
+                self._folded.setdefault(path.casefold(), []).append(path)
+        else:
+            keys.add(str(rating_key))
 
     def find(self, mapped, mapper: PathMapper) -> List[str]:
         if mapped.path in self.keys:
             return [mapped.path]
         if mapped.rule is not None and mapped.rule.ignore_case:
+            if self._folded is None:
+                self._folded = {}
+                for path in self.keys:
+                    self._folded.setdefault(path.casefold(), []).append(path)
             return [p for p in self._folded.get(mapped.path.casefold(), [])
                     if mapper.same_file(p, mapped.path, mapped.rule)]
         return []

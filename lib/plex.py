@@ -147,18 +147,18 @@ class Plex:
         """True once :meth:`index` has been built (a lookup in it costs no request)."""
         return self._index is not None
 
-    def listing(self):
+    def listing(self, page_size: int = INDEX_PAGE):
         """Yield (section id, ``<Video>`` element) for every movie of the target sections, from
-        paged raw list views (:data:`INDEX_PAGE` per request). List views truncate tag lists."""
+        paged raw list views (``page_size`` items per request). List views truncate tag lists."""
         for sid in self.sections:
             start = 0
             while True:
                 elem = self.server.query(f"/library/sections/{sid}/all?type=1&includeGuids=0", headers={
-                    "X-Plex-Container-Start": str(start), "X-Plex-Container-Size": str(INDEX_PAGE)})
+                    "X-Plex-Container-Start": str(start), "X-Plex-Container-Size": str(page_size)})
                 videos = list(elem.iter("Video"))
                 for video in videos:
                     yield sid, video
-                start += INDEX_PAGE
+                start += page_size
                 total = int(elem.attrib.get("totalSize") or elem.attrib.get("size") or 0)
                 if not videos or start >= total:
                     break

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import NamedTuple
 
@@ -38,28 +39,36 @@ from lib.settings import INTERVALS
 KINDS = ("missing_from_plex", "stale", "empty_metadata", "different_metadata", "missing_from_stash")
 SCOPES = {"all": None, "24h": 24.0, "7days": 24.0 * 7}  # scope -> hours back (None = every scene)
 LIST_LIMITS = {"genre": 2, "actor": 3, "collection": 1}  # tags a PMS list view shows per kind
-_ELEMENTS = {"genre": "Genre", "actor": "Role", "collection": "Collection"}
+_KINDS = {"Genre": "genre", "Role": "actor", "Collection": "collection"}  # list view element -> edit name
 REPORT = "reconcile-report.json"
+RECONCILE_PAGE = 2000  # Plex items per listing request: one parsed page costs ~14 KB an item
 ITEMS_KEPT = 100000  # gaps of one kind listed in the report (counts are always complete)
 
 
 class PlexRow(NamedTuple):
-    """One Plex item as a list view shows it (summary kept as a hash to save memory)."""
+    """One Plex item as a list view shows it. Kept for every item of a 100,000-item library, so:
+    the summary as a hash, repeated names interned, and ``tags`` a tuple of the visible (genre,
+    actor, collection) names in :data:`LIST_LIMITS` order."""
     rating_key: str
     title: str
     summary: int
     studio: str
     date: str
     year: int | None
-    tags: dict
+    tags: tuple
 
 
 def _row(video) -> PlexRow:
     a = video.attrib
     year = a.get("year")
-    return PlexRow(a["ratingKey"], a.get("title") or "", hash(a.get("summary") or ""), a.get("studio") or "",
-                   a.get("originallyAvailableAt") or "", int(year) if year and year.isdigit() else None,
-                   {f: tuple(t.attrib.get("tag", "") for t in video.findall(e)) for f, e in _ELEMENTS.items()})
+    found: dict = {}
+    for child in video:
+        if child.tag in _KINDS:
+            found.setdefault(_KINDS[child.tag], []).append(sys.intern(child.attrib.get("tag", "")))
+    return PlexRow(a["ratingKey"], a.get("title") or "", hash(a.get("summary") or ""),
+                   sys.intern(a.get("studio") or ""), sys.intern(a.get("originallyAvailableAt") or ""),
+                   int(year) if year and year.isdigit() else None,
+                   tuple(tuple(found.get(f, ())) for f in LIST_LIMITS))
 
 
 def metadata_gap(desired: dict, row: PlexRow, state: dict, settings) -> tuple[str | None, list]:
@@ -83,10 +92,10 @@ def metadata_gap(desired: dict, row: PlexRow, state: dict, settings) -> tuple[st
             edited = preserve and have[field] and field in pushed and pushed[field] != have[field]
         if not edited:
             fields.append(field)
-    for field, limit in LIST_LIMITS.items():
+    for (field, limit), shown in zip(LIST_LIMITS.items(), row.tags):
         if field not in desired:
             continue
-        want, visible = set(desired[field]), set(row.tags[field])
+        want, visible = set(desired[field]), set(shown)
         known = set(pushed.get(field) or ()) if field in pushed else None
         if preserve:
             differs = bool(want - visible) and (len(visible) < limit or known is None or not want <= known)
@@ -103,7 +112,7 @@ def metadata_gap(desired: dict, row: PlexRow, state: dict, settings) -> tuple[st
             fields.append(kind)
     if not fields:
         return None, []
-    empty = not (row.summary != hash("") or row.studio or row.date or any(row.tags.values()))
+    empty = not (row.summary != hash("") or row.studio or row.date or any(row.tags))
     return ("empty_metadata" if empty else "different_metadata"), fields
 
 
@@ -119,7 +128,7 @@ def reconcile(stash, plex, queue, settings, data_dir: str, scope: str = "all",
     started = time.time()
     mapper = settings.path_mapper
     files, rows = PlexFiles(), {}
-    for _sid, video in plex.listing():
+    for _sid, video in plex.listing(page_size=RECONCILE_PAGE):
         row = _row(video)
         rows[row.rating_key] = row
         for part in video.iter("Part"):
