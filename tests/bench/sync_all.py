@@ -92,7 +92,14 @@ def main() -> int:
 
     tmp = tempfile.mkdtemp(prefix="plexsync-bench-sync-")
     plugin_dir = os.path.join(tmp, "plugins", "plexsync")
-    os.makedirs(plugin_dir)
+    os.makedirs(os.path.join(plugin_dir, "data"))
+    # Hold the drainer lock: the tasks then start no background drainer, which would run the
+    # startup reconciliation (each phase's parent process is new, so a "new Stash") and compete
+    # with the measured task for requests and CPU.
+    from lib.lock import FileLock
+
+    drainer_lock = FileLock(os.path.join(plugin_dir, "data", "drainer.lock"))
+    drainer_lock.acquire()
     stash = FakeStash(api_key=c.API_KEY, session_cookie=c.COOKIE, latency_ms=args.stash_latency_ms)
     plex = FakePlex(token=c.PLEX_TOKEN, latency_ms=args.plex_latency_ms)
     stash.start()
