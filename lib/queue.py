@@ -316,12 +316,6 @@ class Queue:
         """Jobs in the queue, whatever their state (due, waiting, claimed), changed objects included."""
         return self._conn.execute("SELECT (SELECT COUNT(*) FROM jobs) + (SELECT COUNT(*) FROM object_jobs)").fetchone()[0]
 
-    def waiting_jobs(self, limit: int = 20) -> list[tuple]:
-        """Jobs waiting for a later attempt: (scene_id, next_attempt_at, error_class, last_error)."""
-        return self._conn.execute(
-            "SELECT scene_id, next_attempt_at, error_class, last_error FROM jobs"
-            " WHERE next_attempt_at > ? ORDER BY next_attempt_at LIMIT ?", (time.time(), limit)).fetchall()
-
     # -- dead letter queue --------------------------------------------------------------------
 
     def dead_letters(self, error_classes: Iterable[str] | None = None, since: float | None = None,
