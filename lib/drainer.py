@@ -75,13 +75,13 @@ def run(data_dir: str, server_connection: dict, queue) -> str:
     A halt (bad Plex token, bad settings) is stored as ``halt_reason`` in the queue's meta table,
     where hooks and Queue Status show it; the jobs stay queued.
     """
-    from lib import health, log, reconcile
+    from lib import log, reconcile
     from lib.breaker import OPEN
     from lib.errors import classify
     from lib.plex import PlexConfigError
     from lib.settings import SettingsError
     from lib.stash import StashClient, StashError
-    from lib.sync import Halt, Syncer, connect, open_breaker, read_settings
+    from lib.sync import Halt, Syncer, check_plex, connect, open_breaker, read_settings
 
     lock = FileLock(lock_path(data_dir))
     if not lock.acquire_soon():
@@ -108,9 +108,7 @@ def run(data_dir: str, server_connection: dict, queue) -> str:
                 if queue.next_due() is None:
                     outcomes = []
                 elif breaker.claim_probe():
-                    check = health.check(settings["plex_url"], settings["plex_token"],
-                                         (settings["plex_connect_timeout"], settings["plex_read_timeout"]))
-                    breaker.record_check(check)
+                    check = check_plex(settings, breaker)
                     if check.status == "unauthorized":
                         raise Halt(f"{check.detail}: set a valid X-Plex-Token in the plugin settings")
                     continue

@@ -37,6 +37,7 @@ from lib.plex import part_file
 from lib.settings import INTERVALS
 
 KINDS = ("missing_from_plex", "stale", "empty_metadata", "different_metadata", "missing_from_stash")
+REPAIRED = KINDS[:4]  # kinds a reconciliation queues by default (missing from Stash: reported only)
 SCOPES = {"all": None, "24h": 24.0, "7days": 24.0 * 7}  # scope -> hours back (None = every scene)
 LIST_LIMITS = {"genre": 2, "actor": 3, "collection": 1}  # tags a PMS list view shows per kind
 _KINDS = {"Genre": "genre", "Role": "actor", "Collection": "collection"}  # list view element -> edit name
@@ -117,7 +118,7 @@ def metadata_gap(desired: dict, row: PlexRow, state: dict, settings) -> tuple[st
 
 
 def reconcile(stash, plex, queue, settings, data_dir: str, scope: str = "all",
-              queue_kinds: tuple = ("missing_from_plex", "stale", "empty_metadata", "different_metadata"),
+              queue_kinds: tuple = REPAIRED,
               progress=None) -> dict:
     """Compare, write the JSON gap report to the data folder, queue the repairs of ``queue_kinds``
     and remember the run (queue meta ``reconcile_last``). Returns the report.
@@ -137,13 +138,7 @@ def reconcile(stash, plex, queue, settings, data_dir: str, scope: str = "all",
     if progress:
         progress(0.2)
     hours = SCOPES[scope]
-    since = None
-    if hours is not None:
-        from lib.stash import time_ago
-
-
-        latest = stash.latest_updated_at()
-        since = time_ago(latest, hours) if latest else None
+    since = stash.cutoff(hours) if hours is not None else None
     gaps: dict = {kind: [] for kind in KINDS}
     counts = dict.fromkeys(KINDS, 0)
     claimed: set = set()
@@ -183,8 +178,7 @@ def reconcile(stash, plex, queue, settings, data_dir: str, scope: str = "all",
                                                                          "counts", "queued")}))
     queue.set_meta("reconcile_last_at", str(started))
     schedule(queue, settings)
-    log.info("Reconcile " + scope + ": " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())
-             + f"; queued {len(queued)} repairs" + ("" if hours is None else " (missing from Stash: checked by All only)"))
+    log.info(f"Reconcile {scope}: {describe(counts)}; queued {len(queued)} repairs" + ("" if hours is None else " (missing from Stash: checked by All only)"))
     if progress:
         progress(1.0)
     return report
@@ -212,6 +206,11 @@ def _judge(scene: dict, state: dict, files: PlexFiles, rows: dict, claimed: set,
     kind, fields = metadata_gap(desired_state(scene, settings), row, state, settings)
     item["fields"] = fields
     return kind, item
+
+
+def describe(counts: dict) -> str:
+    """Gap counts as a user reads them: ``"missing from plex: 40, stale: 3, ..."``."""
+    return ", ".join(f"{kind.replace('_', ' ')}: {n}" for kind, n in counts.items())
 
 
 def due(queue, now: float | None = None) -> str | None:

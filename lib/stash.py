@@ -251,6 +251,12 @@ class StashClient:
         scenes = self.call(LATEST_UPDATED_AT)["findScenes"]["scenes"]
         return scenes[0]["updated_at"] if scenes else None
 
+    def cutoff(self, hours: float) -> str | None:
+        """``now - hours`` as a ``since`` for :meth:`scene_ids` / :meth:`reconcile_scenes`, written
+        in the offset of Stash's own timestamps (see :func:`time_ago`); None for an empty library."""
+        latest = self.latest_updated_at()
+        return time_ago(latest, hours) if latest else None
+
     def fetch_image(self, url: str) -> bytes | None:
         """Download an image from Stash with our credentials.
 

@@ -83,16 +83,30 @@ def open_breaker(settings: Settings, data_dir: str) -> Breaker:
     return Breaker(data_dir, settings["breaker_threshold"], settings.rates, settings["recovery_step_seconds"])
 
 
+def plex_timeout(settings: Settings) -> tuple:
+    """(connect, read) seconds for every request to Plex, as requests takes them."""
+    return settings["plex_connect_timeout"], settings["plex_read_timeout"]
+
+
 def connect(settings: Settings) -> Plex:
     """Connect to Plex. Raises :class:`Halt` when Plex refuses the token, ``PlexConfigError`` for
     an unknown library, and what plexapi / requests raise when Plex is unreachable or failing."""
     from plexapi.exceptions import Unauthorized
 
     try:
-        return Plex(settings["plex_url"], settings["plex_token"], settings.libraries,
-                    (settings["plex_connect_timeout"], settings["plex_read_timeout"]))
+        return Plex(settings["plex_url"], settings["plex_token"], settings.libraries, plex_timeout(settings))
     except Unauthorized as exc:
         raise Halt(classify(exc).message) from None
+
+
+def check_plex(settings: Settings, breaker: Breaker):
+    """Check Plex's health now (lib/health.py) and record it in the breaker, which an open
+    breaker's ``up`` turns half-open. Returns the ``lib.health.Health``; never raises."""
+    from lib import health
+
+    result = health.check(settings["plex_url"], settings["plex_token"], plex_timeout(settings))
+    breaker.record_check(result)
+    return result
 
 
 class Pacer:

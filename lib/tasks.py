@@ -57,27 +57,17 @@ def _settings(conn: dict):
         raise TaskError(str(exc)) from None
 
 
-def _check(settings, breaker):
-    """A health check of Plex now, recorded in the breaker."""
-    from lib import health
-
-    result = health.check(settings["plex_url"], settings["plex_token"],
-                          (settings["plex_connect_timeout"], settings["plex_read_timeout"]))
-    breaker.record_check(result)
-    return result
-
-
 def _syncer(conn: dict, queue: Queue):
     """A connected Syncer. An open breaker gets a health check first if one is due. Raises TaskError."""
     from lib.breaker import OPEN
     from lib.errors import classify
     from lib.plex import PlexConfigError
-    from lib.sync import Halt, Syncer, connect, open_breaker
+    from lib.sync import Halt, Syncer, check_plex, connect, open_breaker
 
     stash, settings = _settings(conn)
     breaker = open_breaker(settings, _data_dir(queue))
     if breaker.state == OPEN and breaker.claim_probe():
-        _check(settings, breaker)
+        check_plex(settings, breaker)
     try:
         return Syncer(settings, stash, connect(settings), queue, breaker)
     except (Halt, PlexConfigError) as exc:
@@ -117,27 +107,25 @@ def _drain(syncer, label: str, queued: int | None = None) -> str:
     return summary
 
 
-def sync_all(conn: dict, queue: Queue, args: dict) -> str:
-    """Queue every Stash scene, then process the queue in the foreground."""
+def _sync(conn: dict, queue: Queue, hours: float | None, source: str, label: str) -> str:
+    """Queue every scene (or those updated in the last ``hours``), then process the queue."""
     syncer = _syncer(conn, queue)
-    ids = list(syncer.stash.scene_ids())
-    queue.enqueue(ids, "sync_all")
+    since = syncer.stash.cutoff(hours) if hours is not None else None
+    ids = list(syncer.stash.scene_ids(since=since))
+    queue.enqueue(ids, source)
     if len(ids) > INDEX_FIRST:
         syncer.plex.index()
-    return _drain(syncer, "Sync All", len(ids))
+    return _drain(syncer, label, len(ids))
+
+
+def sync_all(conn: dict, queue: Queue, args: dict) -> str:
+    """Queue every Stash scene, then process the queue in the foreground."""
+    return _sync(conn, queue, None, "sync_all", "Sync All")
 
 
 def sync_recent(conn: dict, queue: Queue, args: dict) -> str:
     """Queue the scenes updated in the last 24 hours, then process the queue in the foreground."""
-    from lib.stash import time_ago
-
-    syncer = _syncer(conn, queue)
-    latest = syncer.stash.latest_updated_at()
-    ids = list(syncer.stash.scene_ids(since=time_ago(latest, RECENT_HOURS))) if latest else []
-    queue.enqueue(ids, "sync_recent")
-    if len(ids) > INDEX_FIRST:
-        syncer.plex.index()
-    return _drain(syncer, "Sync Recent", len(ids))
+    return _sync(conn, queue, RECENT_HOURS, "sync_recent", "Sync Recent")
 
 
 def process_queue(conn: dict, queue: Queue, args: dict) -> str:
@@ -152,11 +140,11 @@ def _reconcile(conn: dict, queue: Queue, scope: str, kinds: tuple | None = None)
     from lib import reconcile
 
     syncer = _syncer(conn, queue)
-    kinds = kinds or ("missing_from_plex", "stale", "empty_metadata", "different_metadata")
+    kinds = kinds or reconcile.REPAIRED
     report = reconcile.reconcile(syncer.stash, syncer.plex, queue, syncer.settings, _data_dir(queue), scope,
                                  kinds, progress=log.progress)
-    counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in report["counts"].items()
-                       if k != "missing_from_stash" or report["missing_from_stash_checked"])
+    counts = reconcile.describe({k: v for k, v in report["counts"].items()
+                                 if k != "missing_from_stash" or report["missing_from_stash_checked"]})
     for item in report["gaps"]["missing_from_stash"][:50]:
         log.warning(f"missing from Stash: ratingKey {item['ratingKey']} {item['plex_path']}")
     return (f"Reconcile ({scope}): {counts}; queued {report['queued']} repairs; report in "
@@ -192,11 +180,12 @@ def _ago(t: float | None, now: float) -> str:
 def queue_status(conn: dict, queue: Queue, args: dict) -> str:
     """Log the queue's state: counts, oldest pending age, last sync, unmatched scenes."""
     from lib.drainer import lock_path
+    from lib.reconcile import describe
     from lib.lock import FileLock
 
     c = queue.counts()
     now = time.time()
-    pending = c["due"] + c["waiting"] + c["claimed"]
+    pending = queue.pending()
     oldest = f"{(now - c['oldest_enqueued_at']) / 60:.1f} min" if c["oldest_enqueued_at"] else "none"
     last = queue.get_meta("last_success_at")
     last_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(last))) if last else "never"
@@ -215,8 +204,8 @@ def queue_status(conn: dict, queue: Queue, args: dict) -> str:
         lines.append(f"sync stopped: {halt}")
     last = json.loads(queue.get_meta("reconcile_last") or "null")
     if last:
-        lines.append(f"last reconciliation: {last['generated_at']} ({last['scope']}): " + ", ".join(
-            f"{k.replace('_', ' ')}: {v}" for k, v in last["counts"].items()) + f"; queued {last['queued']}")
+        lines.append(f"last reconciliation: {last['generated_at']} ({last['scope']}): "
+                     f"{describe(last['counts'])}; queued {last['queued']}")
     else:
         lines.append("last reconciliation: never")
     next_at = queue.get_meta("reconcile_next_at")
@@ -239,12 +228,12 @@ def clear_pending(conn: dict, queue: Queue, args: dict) -> str:
 def health_check(conn: dict, queue: Queue, args: dict) -> str:
     """Check Plex now (identity, then an authenticated call) and show the breaker and the queue."""
     from lib.breaker import OPEN, duration_text
-    from lib.sync import open_breaker
+    from lib.sync import check_plex, open_breaker
 
     _stash, settings = _settings(conn)
     breaker = open_breaker(settings, _data_dir(queue))
     previous = (breaker.snapshot().get("last_check") or {}).get("at")
-    result = _check(settings, breaker)
+    result = check_plex(settings, breaker)
     snap = breaker.snapshot()
     now = time.time()
     c = queue.counts()
@@ -256,7 +245,7 @@ def health_check(conn: dict, queue: Queue, args: dict) -> str:
         f"Plex: {result.status} ({result.detail}, {result.elapsed_ms:.0f} ms)",
         f"circuit breaker: {snap['state']}" + (f", open since {_ago(snap['opened_at'], now)}" if snap["opened_at"] else "")
         + (f", {snap['failures']} failures in a row" if snap["failures"] else ""),
-        f"queue: {c['due'] + c['waiting'] + c['claimed']} pending, {c['dead_letters']} dead letters, "
+        f"queue: {queue.pending()} pending, {c['dead_letters']} dead letters, "
         f"{c['unmatched']} unmatched",
         f"previous check: {_ago(previous, now)}; next check: {next_due}",
     ]
@@ -326,9 +315,9 @@ def recover_outage_jobs(conn: dict, queue: Queue, args: dict) -> str:
     if not letters:
         return _said(f"Recover Outage Jobs: no dead letter of class {', '.join(classes)} in the last outage")
     stash, settings = _settings(conn)
-    from lib.sync import open_breaker
+    from lib.sync import check_plex, open_breaker
 
-    check = _check(settings, open_breaker(settings, _data_dir(queue)))
+    check = check_plex(settings, open_breaker(settings, _data_dir(queue)))
     if check.status != "up":
         raise TaskError(f"Plex is not healthy ({check.detail}): nothing re-queued")
     existing = set(stash.find_scenes([d["scene_id"] for d in letters]))
